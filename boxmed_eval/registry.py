@@ -23,6 +23,7 @@ class Registry(Generic[T]):
         self.package = package
         self.entry_point_group = entry_point_group
         self._entries: dict[str, T] = {}
+        self.failures: dict[str, str] = {}  # entry points that failed to load: name -> error
         self._discovered = False
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -51,7 +52,11 @@ class Registry(Generic[T]):
 
             for ep in entry_points(group=self.entry_point_group):
                 if ep.name not in self._entries:
-                    obj = ep.load()
+                    try:
+                        obj = ep.load()
+                    except Exception as exc:  # a broken plugin must not hide the others
+                        self.failures[ep.name] = f"{ep.value}: {type(exc).__name__}: {exc}"
+                        continue
                     if not getattr(obj, "name", ""):
                         try:
                             setattr(obj, "name", ep.name)
@@ -61,6 +66,10 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         self.discover()
+        if name in self.failures:
+            from boxmed_eval.errors import BoxmedError
+
+            raise BoxmedError(f"{self.kind} {name!r} is registered but failed to load: {self.failures[name]}")
         if name not in self._entries:
             raise UnknownNameError(self.kind, name, list(self._entries))
         return self._entries[name]
