@@ -1,0 +1,182 @@
+"""Judge backend for any OpenAI-compatible server (vLLM, SGLang, TGI, llama.cpp, ...).
+
+Standard library HTTP only (no ``openai`` package). Requests run concurrently in a thread
+pool; connection errors, timeouts, 429 and 5xx answers are retried with exponential backoff;
+other 4xx answers fail at once with the server's message. An API key, when the server needs
+one, is read from ``BOXMED_JUDGE_API_KEY`` (or ``OPENAI_API_KEY``).
+
+``api="chat"`` (default) sends each prompt as one user message to ``/chat/completions`` (the
+server applies the judge's chat template; for GREEN serve it with a template equivalent to
+:data:`boxmed_eval.metrics.green.GREEN_SERVER_CHAT_TEMPLATE`). ``api="completions"`` sends the
+prompt rendered in the metric's own format to ``/completions`` (what the local backend feeds
+the model, minus the BOS token that the server adds).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from boxmed_eval.judges.base import GenerationSettings, JudgeBackend, JudgeError
+from boxmed_eval.judges.phi import check_remote_judge
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+
+def normalize_base_url(url: str) -> str:
+    """``http://host:8000`` -> ``http://host:8000/v1``; endpoint URLs are cut back to the base."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise JudgeError(f"--judge {url}: not an http(s):// URL")
+    path = parts.path.rstrip("/")
+    for suffix in ("/chat/completions", "/completions", "/models"):
+        if path.endswith(suffix):
+            path = path[: -len(suffix)]
+    if not path:
+        path = "/v1"
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+class OpenAIJudge(JudgeBackend):
+    kind = "openai"
+
+    def __init__(self, base_url: str, *, model: str | None = None, dataset: str | None = None,
+                 allow_remote_phi: bool = False, concurrency: int = 8, timeout_s: float = 300.0,
+                 max_retries: int = 4, backoff_s: float = 1.0, api: str = "chat", api_key: str | None = None) -> None:
+        self.base_url = normalize_base_url(base_url)
+        # refuse before anything is sent, the model listing included
+        check_remote_judge(self.base_url, dataset, allow_remote_phi)
+        if api not in {"chat", "completions"}:
+            raise JudgeError(f"judge api must be 'chat' or 'completions', not {api!r}")
+        self.api = api
+        self.concurrency = max(1, int(concurrency))
+        self.timeout_s = float(timeout_s)
+        self.max_retries = max(0, int(max_retries))
+        self.backoff_s = float(backoff_s)
+        self.api_key = api_key or os.environ.get("BOXMED_JUDGE_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        self.requests_sent = 0  # HTTP requests, retries included (tests and logs)
+        self.model = model or self._discover_model()
+
+    @property
+    def identity(self) -> str:
+        return self.model
+
+    # HTTP ---------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        url = f"{self.base_url}{path}"
+        data = json.dumps(body).encode("utf-8") if body is not None else None
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        last_error = ""
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                # exponential backoff with jitter so concurrent workers do not retry in lockstep
+                time.sleep(self.backoff_s * (2 ** (attempt - 1)) * (0.5 + random.random() / 2))
+            request = urllib.request.Request(url, data=data, headers=headers, method=method)
+            self.requests_sent += 1
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                    return json.loads(response.read().decode("utf-8"))
+            except urllib.error.HTTPError as exc:
+                detail = _error_detail(exc)
+                if exc.code not in RETRY_STATUS:
+                    raise JudgeError(f"judge server {url} answered HTTP {exc.code}: {detail}") from None
+                last_error = f"HTTP {exc.code}: {detail}"
+            except (urllib.error.URLError, ConnectionError, socket.timeout, TimeoutError) as exc:
+                reason = getattr(exc, "reason", exc)
+                last_error = f"{type(reason).__name__}: {reason}"
+            except json.JSONDecodeError as exc:
+                raise JudgeError(f"judge server {url} did not answer JSON ({exc}); is it an OpenAI-compatible "
+                                 "server?") from None
+            log.info("judge request to %s failed (%s), attempt %d of %d", url, last_error, attempt + 1,
+                     self.max_retries + 1)
+        raise JudgeError(f"judge server {url} unreachable after {self.max_retries + 1} attempts ({last_error}). "
+                         "Is the server running and the URL right (e.g. `vllm serve MODEL --port 8000` and "
+                         "--judge http://127.0.0.1:8000/v1)? Replies received so far are cached; rerun to resume.")
+
+    def _discover_model(self) -> str:
+        answer = self._request("GET", "/models")
+        models = [m.get("id") for m in answer.get("data", []) if isinstance(m, dict) and m.get("id")]
+        if not models:
+            raise JudgeError(f"judge server {self.base_url} lists no models; pass --judge-model NAME")
+        if len(models) > 1:
+            log.warning("judge server serves %d models; using %s (pass --judge-model to choose)", len(models),
+                        models[0])
+        return str(models[0])
+
+    # Generation ---------------------------------------------------------------------
+
+    def _body(self, prompt: str, settings: GenerationSettings) -> tuple[str, dict[str, Any]]:
+        body: dict[str, Any] = {"model": self.model, "temperature": 0.0, "max_tokens": settings.max_new_tokens,
+                                "n": 1}
+        if settings.repetition_penalty is not None:
+            body["repetition_penalty"] = settings.repetition_penalty  # vLLM/SGLang/TGI extension
+        if self.api == "completions":
+            from boxmed_eval.judges.hf import render_prompt
+
+            body["prompt"] = render_prompt(prompt, settings.prompt_format, tokenizer=None)
+            return "/completions", body
+        body["messages"] = [{"role": "user", "content": prompt}]
+        return "/chat/completions", body
+
+    def _one(self, prompt: str, settings: GenerationSettings) -> str:
+        path, body = self._body(prompt, settings)
+        answer = self._request("POST", path, body)
+        try:
+            choice = answer["choices"][0]
+            text = choice["message"]["content"] if self.api == "chat" else choice["text"]
+        except (KeyError, IndexError, TypeError):
+            raise JudgeError(f"judge server {self.base_url}{path} answered without choices: "
+                             f"{json.dumps(answer)[:300]}") from None
+        return text or ""
+
+    def generate(self, prompts: Sequence[str], settings: GenerationSettings) -> Iterator[tuple[int, str]]:
+        executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="judge")
+        failed = False
+        try:
+            pending: dict[Future[str], int] = {executor.submit(self._one, p, settings): i for i, p in enumerate(prompts)}
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                errors: list[BaseException] = []
+                for future in done:
+                    index = pending.pop(future)
+                    error = future.exception()
+                    if error is None:
+                        yield index, future.result()
+                    else:
+                        errors.append(error)
+                if errors:
+                    failed = True
+                    raise errors[0]
+        finally:
+            # on failure do not wait for requests still in flight (they may take the full timeout)
+            executor.shutdown(wait=not failed, cancel_futures=True)
+
+
+def _error_detail(exc: urllib.error.HTTPError) -> str:
+    try:
+        text = exc.read().decode("utf-8", errors="replace")
+    except Exception:
+        return str(exc.reason)
+    try:
+        payload = json.loads(text)
+        message = payload.get("error", payload)
+        if isinstance(message, dict):
+            message = message.get("message", message)
+        return str(message)[:500]
+    except (json.JSONDecodeError, AttributeError):
+        return text[:500]
