@@ -16,7 +16,8 @@ class DataError(BoxmedError, ValueError):
         if file is not None:
             parts.append(f"{file}")
         if record is not None:
-            parts.append(f"record {record}")
+            text = str(record)
+            parts.append(text if text.split(" ", 1)[0] in {"line", "row", "item", "entry"} else f"record {text}")
         where = ": ".join(parts)
         message = f"{where}: {problem}" if where else problem
         if fix:

@@ -46,6 +46,9 @@ class Metric(ABC):
     ``description`` and ``needs`` are shown by ``boxmed-eval metrics``; ``provides`` lists the
     metric names it writes; ``available()`` says whether it can run here and, if not, exactly
     what to install or pass.
+
+    The harness always passes the options ``cache_dir`` (the run directory, for metrics that
+    cache, e.g. LLM judges) and ``dataset`` (its name); a metric ignores what it does not use.
     """
 
     name: ClassVar[str] = ""

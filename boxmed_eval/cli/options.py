@@ -1,0 +1,62 @@
+"""Options shared by several commands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from boxmed_eval.errors import BoxmedError
+from boxmed_eval.plugins import parse_model_args
+
+
+def metric_options_from_cli(pairs: tuple[str, ...], judge: tuple[str, ...] = (), judge_model: tuple[str, ...] = (),
+                            allow_remote_phi: bool = False, trust_remote_code: bool = False) -> dict[str, dict[str, Any]]:
+    """``--metric-option nlg.preprocess=none`` and the judge options -> {metric: {key: value}}."""
+    options: dict[str, dict[str, Any]] = {}
+    for pair in pairs:
+        head, _, value = pair.partition("=")
+        metric, dot, key = head.partition(".")
+        if not dot or not _:
+            raise BoxmedError(f"--metric-option {pair!r} is not METRIC.KEY=VALUE (e.g. nlg.preprocess=none)")
+        options.setdefault(metric, {}).update(parse_model_args([f"{key}={value}"]))
+    if judge or judge_model or allow_remote_phi or trust_remote_code:
+        try:
+            from boxmed_eval.judges import judge_options_from_cli
+        except ImportError as exc:  # pragma: no cover - judges are part of the package
+            raise BoxmedError(f"LLM judges are not available in this installation ({exc})") from None
+        for metric, extra in judge_options_from_cli(list(judge), list(judge_model), allow_remote_phi=allow_remote_phi,
+                                                    trust_remote_code=trust_remote_code).items():
+            options.setdefault(metric, {}).update(extra)
+    return options
+
+
+def judge_options(func: Any) -> Any:
+    """--judge / --judge-model / --allow-remote-phi / --trust-remote-code for GREEN and GEMA-Score."""
+    func = click.option("--trust-remote-code", is_flag=True,
+                        help="Allow a local judge model's custom code to run (off by default).")(func)
+    func = click.option("--allow-remote-phi", is_flag=True,
+                        help="Allow sending credentialed data (MIMIC-CXR and derivatives) to a non-loopback judge "
+                             "server. Only with a data use agreement that permits it.")(func)
+    func = click.option("--judge-model", multiple=True, metavar="[METRIC=]NAME",
+                        help="Model name to request from the judge server (per metric: green=NAME).")(func)
+    func = click.option("--judge", multiple=True, metavar="[METRIC=]PATH_OR_URL",
+                        help="LLM judge for GREEN/GEMA-Score: a local model dir, an HF cache id, or the http:// base "
+                             "URL of an OpenAI-compatible server (per metric: green=URL gema=PATH).")(func)
+    return func
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """The corpus metrics as a two-column table."""
+    rows = [(k, v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and k not in {"n_studies", "n_empty_predictions", "scoring_seconds"}]
+    if not rows:
+        click.echo("(no metrics computed)")
+        return
+    width = max(len(k) for k, _ in rows)
+    click.echo(f"{'metric'.ljust(width)}  value")
+    click.echo(f"{'-' * width}  ------")
+    for key, value in rows:
+        click.echo(f"{key.ljust(width)}  {value:.4f}" if isinstance(value, float) else f"{key.ljust(width)}  {value}")
+    for message in summary.get("messages", []):
+        click.secho(f"note: {message}", fg="yellow", err=True)

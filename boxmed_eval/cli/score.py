@@ -1,0 +1,81 @@
+"""``boxmed-eval score``: score reports produced elsewhere, or add metrics to a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from boxmed_eval.cli.app import main
+from boxmed_eval.cli.options import judge_options, metric_options_from_cli, print_summary
+from boxmed_eval.errors import BoxmedError, DataError
+from boxmed_eval.metrics.base import resolve_metric_names
+from boxmed_eval.records import Prediction, Study, check_same_ids, iter_jsonl, read_reports, write_jsonl
+from boxmed_eval.runs import RunDirectory
+
+
+@main.command("score")
+@click.option("--pred", type=click.Path(dir_okay=False), default=None, help="Generated reports (JSONL/CSV: id, report).")
+@click.option("--ref", type=click.Path(dir_okay=False), default=None, help="Reference reports (JSONL/CSV: id, report).")
+@click.option("--run", "run_path", type=click.Path(file_okay=False), default=None,
+              help="Add metrics to this run directory instead.")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Output directory (with --pred/--ref).")
+@click.option("--metrics", default=None, help="Comma-separated metric families (default: all that run offline).")
+@click.option("--metric-option", multiple=True, metavar="METRIC.KEY=VALUE", help="e.g. nlg.preprocess=none")
+@click.option("--dataset", default=None, help="Name of the dataset the references come from (PHI guard of judges).")
+@judge_options
+def score_command(pred: str | None, ref: str | None, run_path: str | None, out: str | None, metrics: str | None,
+                  metric_option: tuple[str, ...], dataset: str | None, judge: tuple[str, ...],
+                  judge_model: tuple[str, ...], allow_remote_phi: bool, trust_remote_code: bool) -> None:
+    """Score --pred against --ref, or add --metrics to an existing --run."""
+    from boxmed_eval.evaluation import default_metrics, score
+
+    metric_names = resolve_metric_names(metrics) if metrics else default_metrics()
+    options = metric_options_from_cli(metric_option, judge, judge_model, allow_remote_phi, trust_remote_code)
+    if run_path:
+        if pred or ref:
+            raise BoxmedError("use either --run DIR or --pred FILE --ref FILE, not both")
+        run_dir = RunDirectory(run_path)
+        config = run_dir.read_config()
+        if config is None:
+            raise BoxmedError(f"{run_path} is not a run directory (no run.json)")
+        studies = _read_references(run_dir.path / "references.jsonl")
+        predictions = run_dir.read_predictions()
+        check_same_ids(predictions, studies, pred_file=run_dir.predictions_path, ref_file=run_dir.path / "references.jsonl")
+        dataset = dataset or config.get("dataset")
+        merge = True
+    else:
+        if not (pred and ref):
+            raise BoxmedError("pass --pred FILE and --ref FILE (or --run DIR)")
+        references = read_reports(ref, role="reference")
+        reports = read_reports(pred, role="prediction", allow_empty=True)
+        check_same_ids(reports, references, pred_file=pred, ref_file=ref)
+        run_dir = RunDirectory(out or Path("runs") / f"score_{Path(pred).stem}")
+        run_dir.start({"model": "predictions", "model_args": {"path": str(Path(pred).resolve())}, "dataset": dataset,
+                       "references": str(Path(ref).resolve()), "split": None, "n_studies": len(references)},
+                      overwrite=True)
+        studies = {i: Study(id=i, image_paths=[], findings=text) for i, text in references.items()}
+        predictions = {i: Prediction(id=i, report=reports[i]) for i in references}
+        write_jsonl(run_dir.predictions_path, [predictions[i].to_dict() for i in references])
+        write_jsonl(run_dir.path / "references.jsonl", [s.to_dict() for s in studies.values()])
+        merge = False
+    for name in metric_names:
+        options.setdefault(name, {}).setdefault("dataset", dataset)
+    summary = score(run_dir, {i: s.findings for i, s in studies.items()}, predictions, metric_names=metric_names,
+                    metric_options=options, studies=studies, merge_existing=merge)
+    print_summary(summary)
+    click.echo(f"run directory: {run_dir.path}")
+
+
+def _read_references(path: Path) -> dict[str, Study]:
+    if not path.exists():
+        raise DataError("the run has no references.jsonl", file=path,
+                        fix="re-run `boxmed-eval run` with the same arguments (it resumes and writes it)")
+    studies: dict[str, Study] = {}
+    for number, obj in iter_jsonl(path):
+        try:
+            study = Study.from_dict(obj)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise DataError(f"invalid study ({exc})", file=path, record=f"line {number}") from None
+        studies[study.id] = study
+    return studies

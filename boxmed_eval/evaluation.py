@@ -1,0 +1,201 @@
+"""Orchestration of a run: generate with a plugin (resumable, batched, sharded across
+processes under ``accelerate launch``/``torchrun``), then score with the metric registry."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from boxmed_eval.datasets import get_dataset
+from boxmed_eval.errors import BoxmedError
+from boxmed_eval.metrics.base import METRICS, MetricResult, compute_metrics
+from boxmed_eval.plugins import ReportGenerator, RunContext, get_model_class
+from boxmed_eval.records import Prediction, Study, write_jsonl
+from boxmed_eval.runs import RunDirectory
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunConfig:
+    model: str
+    dataset: str
+    split: str = "test"
+    data_root: str | None = None
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    model_args: dict[str, Any] = field(default_factory=dict)
+    out: str | None = None
+    limit: int | None = None
+    batch_size: int = 8
+    seed: int = 0
+    metrics: list[str] | None = None
+    metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    overwrite: bool = False
+
+    def default_out(self) -> Path:
+        return Path("runs") / f"{self.model}_{self.dataset}_{self.split}"
+
+    def identity(self) -> dict[str, Any]:
+        return {"model": self.model, "model_args": self.model_args, "dataset": self.dataset, "split": self.split,
+                "data_root": str(Path(self.data_root).resolve()) if self.data_root else None,
+                "dataset_options": self.dataset_options, "limit": self.limit, "seed": self.seed}
+
+
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world size) from the variables torchrun / accelerate launch set."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
+    return rank, world
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def generate(run_dir: RunDirectory, plugin: ReportGenerator, studies: list[Study], *, batch_size: int,
+             rank: int = 0, world_size: int = 1) -> int:
+    """Predict every study not yet in the run directory; returns how many were generated."""
+    done = set(run_dir.read_predictions())
+    target = run_dir.predictions_path
+    if world_size > 1:
+        target = run_dir.shard_path(rank)
+        done |= set(run_dir.read_predictions(target))
+        studies = studies[rank::world_size]
+    todo = [s for s in studies if s.id not in done]
+    if not todo:
+        return 0
+    with tqdm(total=len(studies), initial=len(studies) - len(todo), desc=f"generate ({plugin.name})",
+              unit="study", disable=None) as bar:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start:start + batch_size]
+            predictions = plugin.generate(batch)
+            _check_batch(plugin, batch, predictions)
+            by_id = {p.id: p for p in predictions}
+            run_dir.append_predictions([by_id[s.id] for s in batch], path=target)
+            bar.update(len(batch))
+    return len(todo)
+
+
+def _check_batch(plugin: ReportGenerator, batch: list[Study], predictions: list[Prediction]) -> None:
+    expected = [s.id for s in batch]
+    got = [p.id for p in predictions]
+    if sorted(expected) != sorted(got):
+        missing = sorted(set(expected) - set(got))
+        extra = sorted(set(got) - set(expected))
+        raise BoxmedError(f"model {plugin.name!r} returned predictions for the wrong studies "
+                          f"(missing {missing[:5]}, unexpected {extra[:5]}, {len(got)} for a batch of {len(expected)})")
+    for p in predictions:
+        if not isinstance(p.report, str):
+            raise BoxmedError(f"model {plugin.name!r} returned a non-text report for study {p.id!r}")
+
+
+def score(run_dir: RunDirectory, references: dict[str, str], predictions: dict[str, Prediction], *,
+          metric_names: list[str], metric_options: dict[str, dict[str, Any]] | None = None,
+          studies: dict[str, Study] | None = None, merge_existing: bool = False) -> dict[str, Any]:
+    """Score predictions against references and write scores.csv / summary.json."""
+    ids = list(references)
+    hypotheses = {i: predictions[i].report for i in ids}
+    empty = [i for i in ids if not hypotheses[i].strip()]
+    if empty:
+        log.warning("%d predictions are empty (scored as empty text, i.e. 0 on text metrics): %s", len(empty),
+                    ", ".join(empty[:5]))
+    options = {name: {**(metric_options or {}).get(name, {})} for name in metric_names}
+    for name in metric_names:  # metrics that cache (LLM judges) keep their cache in the run dir
+        options[name].setdefault("cache_dir", str(run_dir.path))
+    result = MetricResult()
+    started = time.perf_counter()
+    for name in tqdm(metric_names, desc="score", unit="metric", disable=None):
+        result.merge(compute_metrics([name], references, hypotheses, studies=studies, predictions=predictions,
+                                     options={name: options[name]}))
+    extra = {"n_empty_predictions": len(empty), "metrics_requested": metric_names,
+             "scoring_seconds": round(time.perf_counter() - started, 3)}
+    return run_dir.write_results(result, ids, extra_summary=extra, merge_existing=merge_existing)
+
+
+def run(config: RunConfig) -> tuple[RunDirectory, dict[str, Any]]:
+    """Generate (resuming) and score; returns the run directory and its summary."""
+    rank, world = distributed_rank()
+    run_dir = RunDirectory(config.out or config.default_out())
+    model_cls = get_model_class(config.model)  # fail early on unknown names
+    dataset = get_dataset(config.dataset, config.data_root, **config.dataset_options)
+    studies = dataset.load(config.split)
+    if config.limit is not None:
+        studies = studies[: config.limit]
+    if not studies:
+        raise BoxmedError(f"dataset {config.dataset!r} split {config.split!r} has no studies")
+    identity = config.identity()
+    identity["data_root"] = str(dataset.data_root)
+    if rank == 0:
+        run_dir.start({**identity, "batch_size": config.batch_size, "n_studies": len(studies),
+                       "dropped_empty_findings": dataset.dropped_empty, "status": "generating"},
+                      overwrite=config.overwrite)
+        # The references travel with the run, so `score --run` and the figures need no data root.
+        write_jsonl(run_dir.path / "references.jsonl", [s.to_dict() for s in studies])
+    else:
+        run_dir.path.mkdir(parents=True, exist_ok=True)
+    seed_everything(config.seed)
+    plugin = model_cls(**config.model_args)
+    started = time.perf_counter()
+    context = RunContext(dataset=dataset, split=config.split, out_dir=run_dir.path, seed=config.seed)
+    already = set(run_dir.read_predictions()) | (set(run_dir.read_predictions(run_dir.shard_path(rank))) if world > 1 else set())
+    if any(s.id not in already for s in (studies[rank::world] if world > 1 else studies)):
+        plugin.setup(context)
+    generated = generate(run_dir, plugin, studies, batch_size=config.batch_size, rank=rank, world_size=world)
+    generation_seconds = time.perf_counter() - started
+    if world > 1:
+        if rank != 0:
+            return run_dir, {}
+        _wait_for_shards(run_dir, studies, world)
+        run_dir.merge_shards(world, [s.id for s in studies])
+    predictions = run_dir.read_predictions()
+    missing = [s.id for s in studies if s.id not in predictions]
+    if missing:
+        raise BoxmedError(f"{len(missing)} studies have no prediction after generation (e.g. {missing[:5]})")
+    references = {s.id: s.findings for s in studies}
+    metric_names = config.metrics if config.metrics is not None else default_metrics()
+    metric_options = {name: {"dataset": config.dataset, **config.metric_options.get(name, {})} for name in metric_names}
+    summary = score(run_dir, references, predictions, metric_names=metric_names, metric_options=metric_options,
+                    studies={s.id: s for s in studies})
+    config_now = run_dir.read_config() or {}
+    timings = dict(config_now.get("timings", {}))
+    timings[f"generation_seconds_session{config_now.get('resumed', 0)}"] = round(generation_seconds, 3)
+    run_dir.update_config(status="complete", timings=timings, generated_this_session=generated,
+                          model_provenance=plugin.provenance(), metrics=metric_names)
+    return run_dir, summary
+
+
+def _wait_for_shards(run_dir: RunDirectory, studies: list[Study], world: int, timeout_s: float = 86400) -> None:
+    """Rank 0 waits until every rank's shard file holds its share of the studies."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        have = set(run_dir.read_predictions())
+        for r in range(world):
+            have |= set(run_dir.read_predictions(run_dir.shard_path(r)))
+        if all(s.id in have for s in studies):
+            return
+        if time.monotonic() > deadline:
+            raise BoxmedError("timed out waiting for the other ranks' predictions")
+        time.sleep(2)
+
+
+def default_metrics() -> list[str]:
+    return [name for name, cls in METRICS.items() if cls.default]

@@ -1,0 +1,83 @@
+"""``retrieval``: a weights-free baseline. Each test image is matched to the nearest training
+study by a downsampled-pixel embedding (cosine similarity of standardised thumbnails), and
+that study's findings are returned. It is the floor any learned model should beat."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from boxmed_eval.errors import BoxmedError, DataError
+from boxmed_eval.plugins import ReportGenerator, RunContext
+from boxmed_eval.records import Prediction, Study
+
+log = logging.getLogger(__name__)
+
+
+def image_embedding(paths: list[str], *, size: int = 32, views: int = 1) -> np.ndarray:
+    """Concatenated, per-view standardised ``size``x``size`` grayscale thumbnails, L2-normalised."""
+    parts = []
+    for index in range(views):
+        path = paths[min(index, len(paths) - 1)]  # a study with fewer views repeats its first
+        try:
+            with Image.open(path) as image:
+                thumb = np.asarray(image.convert("L").resize((size, size), Image.BILINEAR), dtype=np.float32)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read image ({exc})", file=path, fix="check the image file") from None
+        thumb = (thumb - thumb.mean()) / (thumb.std() + 1e-6)
+        parts.append(thumb.ravel())
+    vector = np.concatenate(parts)
+    return vector / (np.linalg.norm(vector) + 1e-12)
+
+
+class RetrievalBaseline(ReportGenerator):
+    description = "Nearest training study by downsampled-pixel image embedding; returns its findings (no weights)"
+    needs = "the dataset's train split with images (nothing to download)"
+    arguments = {"size": "thumbnail side in pixels (default 32)",
+                 "views": "number of views concatenated (default 1: frontal)",
+                 "train_split": "split to retrieve from (default train)",
+                 "max_train": "use at most this many training studies (default all)"}
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.size = int(kwargs.get("size", 32))
+        self.views = int(kwargs.get("views", 1))
+        self.train_split = str(kwargs.get("train_split", "train"))
+        self.max_train = kwargs.get("max_train")
+        self.bank: np.ndarray | None = None
+        self.bank_ids: list[str] = []
+        self.bank_index: dict[str, int] = {}
+        self.bank_reports: list[str] = []
+
+    def setup(self, context: RunContext) -> None:
+        if context.dataset is None:
+            raise BoxmedError("model 'retrieval' needs a dataset with a train split (use `boxmed-eval run`)")
+        train = context.dataset.load(self.train_split)
+        if self.max_train is not None:
+            train = train[: int(self.max_train)]
+        if not train:
+            raise BoxmedError(f"model 'retrieval': split {self.train_split!r} of the dataset is empty")
+        vectors = [image_embedding(s.image_paths, size=self.size, views=self.views)
+                   for s in tqdm(train, desc="retrieval: index train images", unit="image", disable=None)]
+        self.bank = np.stack(vectors)
+        self.bank_ids = [s.id for s in train]
+        self.bank_index = {study_id: j for j, study_id in enumerate(self.bank_ids)}
+        self.bank_reports = [s.findings for s in train]
+
+    def generate(self, studies: list[Study]) -> list[Prediction]:
+        if self.bank is None:
+            raise BoxmedError("model 'retrieval' was not set up (setup() indexes the training images)")
+        queries = np.stack([image_embedding(s.image_paths, size=self.size, views=self.views) for s in studies])
+        similarity = queries @ self.bank.T
+        for row, study in enumerate(studies):  # never retrieve the study itself
+            if study.id in self.bank_index:
+                similarity[row, self.bank_index[study.id]] = -np.inf
+        nearest = similarity.argmax(axis=1)
+        return [Prediction(id=s.id, report=self.bank_reports[j]) for s, j in zip(studies, nearest)]
+
+    def provenance(self) -> dict[str, Any]:
+        return {"train_split": self.train_split, "n_train": len(self.bank_ids), "size": self.size, "views": self.views}

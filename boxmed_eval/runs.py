@@ -1,0 +1,241 @@
+"""The run directory: resumable predictions, atomic result files, provenance.
+
+| file | content |
+|---|---|
+| run.json | model, model args, dataset, split, data root, seed, versions, git revision, timings |
+| predictions.jsonl | one object per study (id, report, reasoning?, boxes?), appended and fsynced per batch |
+| scores.csv | one row per study id, one column per per-sample metric |
+| summary.json | flat {metric: corpus value}, plus "conventions", "n_studies", "messages" |
+| <table>.csv | extra tables a metric produces (e.g. per_class.csv) |
+
+A killed run leaves at worst a half-written last line in predictions.jsonl; reopening the
+directory drops that line, and generation resumes from the ids already written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Iterable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from boxmed_eval.errors import BoxmedError, DataError
+from boxmed_eval.metrics.base import MetricResult
+from boxmed_eval.records import Prediction, atomic_write_json, atomic_write_text, iter_jsonl
+
+log = logging.getLogger(__name__)
+
+# Fields of run.json that define what a run is: resuming with different values would mix
+# predictions of two different experiments in one file.
+IDENTITY_FIELDS = ("model", "model_args", "dataset", "split", "data_root", "dataset_options", "limit", "seed")
+
+_VERSIONED_PACKAGES = ("boxmed-eval", "torch", "transformers", "peft", "trl", "pycocoevalcap", "rouge-score",
+                       "scipy", "numpy", "pandas")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def git_revision() -> str | None:
+    """The git commit of the boxmed-eval checkout, with '-dirty' when it has local changes."""
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5)
+        return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class RunDirectory:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    # paths -------------------------------------------------------------------------
+    @property
+    def run_json(self) -> Path:
+        return self.path / "run.json"
+
+    @property
+    def predictions_path(self) -> Path:
+        return self.path / "predictions.jsonl"
+
+    @property
+    def scores_path(self) -> Path:
+        return self.path / "scores.csv"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / "summary.json"
+
+    def shard_path(self, rank: int) -> Path:
+        return self.path / f"predictions.rank{rank}.jsonl"
+
+    # run.json ------------------------------------------------------------------------
+    def read_config(self) -> dict[str, Any] | None:
+        if not self.run_json.exists():
+            return None
+        try:
+            return json.loads(self.run_json.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"malformed run.json ({exc.msg})", file=self.run_json,
+                            fix="restore it, or start the run in a new --out directory") from None
+
+    def start(self, config: dict[str, Any], *, overwrite: bool = False) -> dict[str, Any]:
+        """Create the directory or reopen a compatible one; returns run.json's content."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        existing = self.read_config()
+        if existing is not None and overwrite:
+            for f in self.path.iterdir():
+                if f.is_file():
+                    f.unlink()
+            existing = None
+        if existing is not None:
+            diffs = [f"{k}: {existing.get(k)!r} (in run.json) vs {config.get(k)!r}" for k in IDENTITY_FIELDS
+                     if k in config and existing.get(k) != config.get(k)]
+            if diffs:
+                raise BoxmedError(f"{self.path} holds a different run ({'; '.join(diffs)}). "
+                                  "Use another --out directory, or --overwrite to start it again.")
+            merged = {**existing, **{k: v for k, v in config.items() if k not in IDENTITY_FIELDS}}
+            merged["resumed"] = existing.get("resumed", 0) + 1
+        else:
+            merged = dict(config)
+            merged["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        merged["versions"] = package_versions()
+        merged["git_revision"] = git_revision()
+        self.write_config(merged)
+        return merged
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        atomic_write_json(self.run_json, config)
+
+    def update_config(self, **fields: Any) -> dict[str, Any]:
+        config = self.read_config() or {}
+        config.update(fields)
+        self.write_config(config)
+        return config
+
+    # predictions ---------------------------------------------------------------------
+    def read_predictions(self, path: Path | None = None) -> dict[str, Prediction]:
+        """Predictions written so far (in file order). A half-written last line, the trace
+        of a killed process, is cut off the file so that appending can go on."""
+        path = path or self.predictions_path
+        if not path.exists():
+            return {}
+        _repair_truncated_tail(path)
+        predictions: dict[str, Prediction] = {}
+        for number, obj in iter_jsonl(path):
+            try:
+                prediction = Prediction.from_dict(obj)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise DataError(f"invalid prediction ({exc})", file=path, record=f"line {number}",
+                                fix='each line needs {"id": ..., "report": ...}') from None
+            if prediction.id in predictions:
+                raise DataError(f"duplicate id {prediction.id!r}", file=path, record=f"line {number}",
+                                fix="remove the duplicate line (each study is predicted once)")
+            predictions[prediction.id] = prediction
+        return predictions
+
+    def append_predictions(self, predictions: Iterable[Prediction], path: Path | None = None) -> None:
+        """Append and fsync: once this returns, the batch survives a kill -9 or power loss."""
+        text = "".join(json.dumps(p.to_dict(), ensure_ascii=False) + "\n" for p in predictions)
+        if not text:
+            return
+        with (path or self.predictions_path).open("a", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def merge_shards(self, world_size: int, order: list[str]) -> None:
+        """Merge per-rank prediction files into predictions.jsonl (in study order)."""
+        merged = self.read_predictions()
+        for rank in range(world_size):
+            for pid, prediction in self.read_predictions(self.shard_path(rank)).items():
+                merged.setdefault(pid, prediction)
+        rows = [merged[i].to_dict() for i in order if i in merged]
+        atomic_write_text(self.predictions_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        for rank in range(world_size):
+            self.shard_path(rank).unlink(missing_ok=True)
+
+    # results ---------------------------------------------------------------------------
+    def write_results(self, result: MetricResult, ids: list[str], *, extra_summary: dict[str, Any] | None = None,
+                      merge_existing: bool = False) -> dict[str, Any]:
+        """Write scores.csv, summary.json and the metric tables atomically. With
+        ``merge_existing`` the new metrics are added to those already in the directory."""
+        scores = pd.DataFrame({"id": ids})
+        for name, values in result.per_sample.items():
+            scores[name] = [values.get(i, float("nan")) for i in ids]
+        summary: dict[str, Any] = {}
+        if merge_existing:
+            old = self.read_summary()
+            if old:
+                summary.update(old)
+            if self.scores_path.exists():
+                previous = pd.read_csv(self.scores_path, dtype={"id": str})
+                keep = [c for c in previous.columns if c != "id" and c not in scores.columns]
+                if keep:
+                    scores = scores.merge(previous[["id", *keep]], on="id", how="left")
+        summary.update({k: float(v) for k, v in result.corpus.items()})
+        conventions = dict(summary.get("conventions", {}))
+        conventions.update(result.conventions)
+        summary["conventions"] = conventions
+        summary["n_studies"] = len(ids)
+        summary["messages"] = list(result.messages)
+        if extra_summary:
+            summary.update(extra_summary)
+        atomic_write_text(self.scores_path, scores.to_csv(index=False))
+        for name, table in result.tables.items():
+            atomic_write_text(self.path / f"{name}.csv", table.to_csv(index=False))
+        atomic_write_json(self.summary_path, summary)
+        return summary
+
+    def read_summary(self) -> dict[str, Any] | None:
+        if not self.summary_path.exists():
+            return None
+        return json.loads(self.summary_path.read_text(encoding="utf-8"))
+
+
+def _repair_truncated_tail(path: Path) -> None:
+    """Cut a last line that has no newline (a write interrupted by a kill)."""
+    with path.open("rb+") as handle:
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        if size == 0:
+            return
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return
+        # find the last newline
+        block = 65536
+        pos = size
+        while pos > 0:
+            start = max(0, pos - block)
+            handle.seek(start)
+            chunk = handle.read(pos - start)
+            idx = chunk.rfind(b"\n")
+            if idx >= 0:
+                cut = start + idx + 1
+                break
+            pos = start
+        else:
+            cut = 0
+        log.warning("%s: dropping a half-written last line (%d bytes) left by an interrupted run", path, size - cut)
+        handle.truncate(cut)
