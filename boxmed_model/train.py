@@ -1,0 +1,322 @@
+"""Stage runners of BoxMed-RL (paper Algorithm 1) on TRL / transformers / peft.
+
+Output directory layout (what :class:`boxmed_model.plugin.BoxMedRL` loads)::
+
+    OUT/boxmedrl.json      manifest: base, phase-I weights, adapter, config, per-stage summaries
+    OUT/mcl/final/         phase I.1 weights (full model + processor)     [SFTTrainer]
+    OUT/svr/final/         phase I.2 weights (full model + processor)     [GRPOTrainer]
+    OUT/adapter/final/     phase II: a peft LoRA adapter (or, for the Table-5 rows without an
+                           adapter, the full model with the vision tower/projector trained)
+    OUT/<stage>/checkpoint-N/   trainer checkpoints; a rerun resumes from the latest one
+    OUT/<stage>/log_history.json  the trainer's logged losses / rewards
+
+A stage whose ``final/`` directory exists is skipped on rerun (delete it to retrain).
+
+Several GPUs or nodes: the trainers are accelerate-aware, so the same command scales with
+``accelerate launch``, e.g. 8 GPUs on one node (DeepSpeed ZeRO-3 as in Visual-RFT is an
+``accelerate config`` choice)::
+
+    accelerate launch --num_processes 8 $(which boxmed-eval) train boxmedrl --stage all \\
+        --base Qwen/Qwen2-VL-2B-Instruct --dataset mimic_cxr --svr-dataset ms_cxr \\
+        --data-root /data/mimic-cxr-jpg --svr-data-root /data/ms-cxr --output runs/boxmedrl
+
+    # two nodes: add --num_machines 2 --machine_rank R --main_process_ip HOST --main_process_port 29500
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from boxmed_eval.errors import BoxmedError
+from boxmed_eval.records import Study, atomic_write_json
+from boxmed_model import data as stage_data
+from boxmed_model.config import PipelineConfig
+from boxmed_model.rewards import format_reward, iou_reward
+from boxmed_model.tiny import load_processor
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "boxmedrl.json"
+STAGES = ("mcl", "svr", "adapter")
+
+
+@dataclass
+class StageResult:
+    stage: str
+    path: str  # the stage's final weights
+    skipped: bool = False
+    summary: dict[str, Any] | None = None
+
+
+# ------------------------------------------------------------------------- helpers
+
+def _use_bf16(cfg: PipelineConfig) -> bool:
+    import torch
+
+    if cfg.bf16 == "auto":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    return str(cfg.bf16).lower() in {"true", "1", "yes", "on"}
+
+
+def _use_gradient_checkpointing(cfg: PipelineConfig) -> bool:
+    import torch
+
+    if cfg.gradient_checkpointing == "auto":
+        return bool(torch.cuda.is_available())
+    return str(cfg.gradient_checkpointing).lower() in {"true", "1", "yes", "on"}
+
+
+def _checkpointing_field() -> str:
+    """transformers 5.x renamed ``gradient_checkpointing`` to ``activation_checkpointing``."""
+    from transformers import TrainingArguments
+
+    fields = TrainingArguments.__dataclass_fields__
+    return "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+
+
+def _common_args(cfg: PipelineConfig, out: Path) -> dict[str, Any]:
+    import torch
+
+    return {
+        "output_dir": str(out), "logging_steps": cfg.logging_steps, "save_strategy": "steps",
+        "save_steps": cfg.save_steps, "save_total_limit": cfg.save_total_limit, "report_to": cfg.report_to,
+        "bf16": _use_bf16(cfg), _checkpointing_field(): _use_gradient_checkpointing(cfg), "seed": cfg.seed,
+        "disable_tqdm": False, "dataloader_num_workers": 0, "dataloader_pin_memory": torch.cuda.is_available(),
+    }
+
+
+def load_model(path: str, cfg: PipelineConfig | None = None) -> Any:
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    dtype = torch.bfloat16 if cfg is not None and _use_bf16(cfg) else torch.float32
+    return AutoModelForImageTextToText.from_pretrained(path, dtype=dtype)
+
+
+def _resume_point(out: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not out.is_dir():
+        return None
+    return get_last_checkpoint(str(out))
+
+
+def _finish(trainer: Any, processor: Any, out: Path, stage: str) -> StageResult:
+    final = out / "final"
+    trainer.save_model(str(final))
+    processor.save_pretrained(str(final))
+    history = trainer.state.log_history
+    atomic_write_json(out / "log_history.json", history)
+    return StageResult(stage, str(final), summary=summarise_history(stage, history))
+
+
+def summarise_history(stage: str, history: list[dict[str, Any]]) -> dict[str, Any]:
+    """First/last logged loss (MCL, adapter) or mean reward (SVR) of a stage."""
+    key = "reward" if stage == "svr" else "loss"
+    values = [row[key] for row in history if key in row]
+    summary: dict[str, Any] = {"logged_steps": len(values)}
+    if values:
+        summary[f"first_{key}"] = float(values[0])
+        summary[f"last_{key}"] = float(values[-1])
+    for row in history:
+        if "train_runtime" in row:
+            summary["train_runtime_s"] = float(row["train_runtime"])
+    return summary
+
+
+def _sft_args(cfg: PipelineConfig, stage_cfg: Any, out: Path) -> Any:
+    from trl import SFTConfig
+
+    return SFTConfig(
+        **_common_args(cfg, out),
+        learning_rate=stage_cfg.learning_rate, num_train_epochs=stage_cfg.epochs, max_steps=stage_cfg.max_steps,
+        lr_scheduler_type=stage_cfg.lr_scheduler, per_device_train_batch_size=stage_cfg.per_device_batch_size,
+        gradient_accumulation_steps=stage_cfg.gradient_accumulation_steps,
+        optim=getattr(stage_cfg, "optimizer", "adamw_torch"),
+        weight_decay=getattr(stage_cfg, "weight_decay", 0.0), warmup_steps=getattr(stage_cfg, "warmup_steps", 0),
+        max_length=None,  # never cut image tokens
+        completion_only_loss=True,  # Eq. 1 / Eq. 12: loss on the target tokens given image and prompt
+    )
+
+
+# ------------------------------------------------------------------------- stages
+
+def run_mcl(start: str, studies: list[Study], cfg: PipelineConfig, out_dir: str | os.PathLike[str]) -> StageResult:
+    """Phase I.1: SFT of the whole model on the CoT targets (Eq. 1)."""
+    from trl import SFTTrainer
+
+    out = Path(out_dir) / "mcl"
+    if (out / "final" / "config.json").is_file():
+        return StageResult("mcl", str(out / "final"), skipped=True)
+    processor = load_processor(start)
+    dataset = stage_data.to_dataset(stage_data.mcl_rows(studies, cfg.image_scale)).remove_columns(["id"])
+    model = load_model(start, cfg)
+    trainer = SFTTrainer(model=model, args=_sft_args(cfg, cfg.mcl, out), train_dataset=dataset,
+                         processing_class=processor)
+    trainer.train(resume_from_checkpoint=_resume_point(out))
+    return _finish(trainer, processor, out, "mcl")
+
+
+def run_svr(start: str, studies: list[Study], cfg: PipelineConfig, out_dir: str | os.PathLike[str]) -> StageResult:
+    """Phase I.2: GRPO with R = R_IoU + R_format (Eq. 9), KL to the frozen start model."""
+    from trl import GRPOConfig, GRPOTrainer
+
+    out = Path(out_dir) / "svr"
+    if (out / "final" / "config.json").is_file():
+        return StageResult("svr", str(out / "final"), skipped=True)
+    svr = cfg.svr
+    processor = load_processor(start)
+    dataset = stage_data.to_dataset(stage_data.svr_rows(studies, cfg.image_scale))
+    args = GRPOConfig(
+        **_common_args(cfg, out),
+        learning_rate=svr.learning_rate, num_train_epochs=svr.epochs, max_steps=svr.max_steps,
+        lr_scheduler_type=svr.lr_scheduler, beta=svr.beta, loss_type=svr.loss_type,
+        num_generations=svr.num_generations, temperature=svr.temperature,
+        max_completion_length=svr.max_completion_length,
+        per_device_train_batch_size=svr.per_device_batch_size or svr.num_generations,
+        gradient_accumulation_steps=svr.gradient_accumulation_steps,
+        reward_weights=[1.0, 1.0],  # Eq. 9: plain sum
+    )
+    # The policy is given by path: with beta > 0 TRL rebuilds the frozen reference from it.
+    model = load_model(start, cfg)
+    model.name_or_path = start
+    model.config._name_or_path = start
+    trainer = GRPOTrainer(model=model, reward_funcs=[iou_reward, format_reward], args=args, train_dataset=dataset,
+                          processing_class=processor)
+    trainer.train(resume_from_checkpoint=_resume_point(out))
+    return _finish(trainer, processor, out, "svr")
+
+
+def language_model_lora_regex(target_modules: tuple[str, ...]) -> str:
+    """peft ``target_modules`` regex that matches the projections of the language model only."""
+    return rf".*language_model.*\.({'|'.join(map(re.escape, target_modules))})$"
+
+
+def prepare_adapter_model(model: Any, cfg: PipelineConfig) -> Any:
+    """Freeze the phase-I model; add the LoRA adapter on the language model (rank 8) and/or
+    unfreeze the vision tower / projector per the Table-5 strategy."""
+    for parameter in model.parameters():
+        parameter.requires_grad = False
+    visual = _visual(model)
+    if cfg.use_adapter:
+        from peft import LoraConfig, get_peft_model
+
+        modules_to_save: list[str] = []
+        if cfg.train_projector:
+            modules_to_save.append("merger")
+        if cfg.train_vision_tower:
+            modules_to_save += ["patch_embed", "blocks"]
+        lora = LoraConfig(r=cfg.adapter.lora_r, lora_alpha=cfg.adapter.lora_alpha, lora_dropout=cfg.adapter.lora_dropout,
+                          target_modules=language_model_lora_regex(cfg.adapter.lora_target_modules),
+                          modules_to_save=modules_to_save or None, task_type="CAUSAL_LM")
+        return get_peft_model(model, lora)
+    if cfg.train_projector:
+        for parameter in visual.merger.parameters():
+            parameter.requires_grad = True
+    if cfg.train_vision_tower:
+        for name, parameter in visual.named_parameters():
+            if not name.startswith("merger."):
+                parameter.requires_grad = True
+    return model
+
+
+def _visual(model: Any) -> Any:
+    inner = getattr(model, "model", model)
+    visual = getattr(inner, "visual", None) or getattr(model, "visual", None)
+    if visual is None:
+        raise BoxmedError(f"{type(model).__name__} has no vision tower `visual`: not a Qwen2-VL model")
+    return visual
+
+
+def run_adapter(start: str, studies: list[Study], cfg: PipelineConfig, out_dir: str | os.PathLike[str]) -> StageResult:
+    """Phase II: image -> findings SFT (Eq. 12) training only the adapter (or the Table-5 parts)."""
+    from trl import SFTTrainer
+
+    out = Path(out_dir) / "adapter"
+    if (out / "final").is_dir() and any((out / "final").glob("*.json")):
+        return StageResult("adapter", str(out / "final"), skipped=True)
+    processor = load_processor(start)
+    dataset = stage_data.to_dataset(stage_data.adapter_rows(studies, cfg.image_scale)).remove_columns(["id"])
+    model = prepare_adapter_model(load_model(start, cfg), cfg)
+    args = _sft_args(cfg, cfg.adapter, out)
+    if cfg.use_adapter and _use_gradient_checkpointing(cfg):
+        setattr(args, f"{_checkpointing_field()}_kwargs", {"use_reentrant": False})  # frozen inputs + checkpointing
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor)
+    trainer.train(resume_from_checkpoint=_resume_point(out))
+    return _finish(trainer, processor, out, "adapter")
+
+
+# ------------------------------------------------------------------------- pipeline
+
+def read_manifest(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(out_dir) / MANIFEST
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _relative(path: str, out: Path) -> str:
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(out.resolve()))
+    except ValueError:
+        return path
+
+
+def run_pipeline(stage: str, base: str, cfg: PipelineConfig, out_dir: str | os.PathLike[str], *,
+                 report_studies: list[Study] | None = None, grounding_studies: list[Study] | None = None,
+                 base_label: str | None = None) -> dict[str, Any]:
+    """Run ``stage`` (mcl, svr, adapter or all) and update the manifest. ``report_studies``
+    feed MCL and the adapter; ``grounding_studies`` (with boxes) feed SVR. Ablations skip
+    MCL and/or SVR under ``all``; a stage named explicitly runs from what the manifest says
+    came before it (or from the base)."""
+    if stage not in (*STAGES, "all"):
+        raise BoxmedError(f"unknown stage {stage!r}; use mcl, svr, adapter or all")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = read_manifest(out)
+    if manifest and manifest.get("base") != base:
+        raise BoxmedError(f"{out} was trained from base {manifest.get('base')!r}, not {base!r}: "
+                          "use another --output or the same --base")
+    manifest.update({"format": 1, "base": base, "base_label": base_label or base, "config": cfg.to_dict()})
+    manifest.setdefault("stages", {})
+    todo = [s for s in STAGES if s == stage or stage == "all"]
+    if stage == "all":
+        todo = [s for s in todo if (s != "mcl" or cfg.use_mcl) and (s != "svr" or cfg.use_svr)]
+
+    def stage_path(name: str) -> str | None:
+        entry = manifest["stages"].get(name)
+        return str(out / entry["path"]) if entry else None
+
+    for name in todo:
+        if name == "mcl":
+            start = base
+            result = run_mcl(start, _need(report_studies, "mcl"), cfg, out)
+        elif name == "svr":
+            start = stage_path("mcl") or base
+            result = run_svr(start, _need(grounding_studies, "svr"), cfg, out)
+        else:
+            start = stage_path("svr") or stage_path("mcl") or base
+            result = run_adapter(start, _need(report_studies, "adapter"), cfg, out)
+        previous = manifest["stages"].get(name, {})
+        manifest["stages"][name] = {"path": _relative(result.path, out), "start": _relative(start, out),
+                                    "summary": result.summary or previous.get("summary")}
+        phase1 = stage_path("svr") or stage_path("mcl")
+        manifest["phase1"] = _relative(phase1, out) if phase1 else None
+        adapter = stage_path("adapter")
+        manifest["adapter"] = _relative(adapter, out) if adapter else None
+        manifest["adapter_kind"] = "lora" if cfg.use_adapter else "full"
+        atomic_write_json(out / MANIFEST, manifest)
+    return manifest
+
+
+def _need(studies: list[Study] | None, stage: str) -> list[Study]:
+    if not studies:
+        raise BoxmedError(f"stage {stage} needs training studies (--dataset{' / --svr-dataset' if stage == 'svr' else ''})")
+    return studies
