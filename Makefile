@@ -1,0 +1,32 @@
+# Two commands set up a fresh machine:  `make demo`  and  `make test`.
+# Both create .venv on first use. On a CPU machine `pip install torch==2.13.0` takes the CPU
+# wheel; a GPU user installs the CUDA build of torch first (see README) and keeps it, since
+# the project only asks for torch>=2.4.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[train,judges,test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/boxmed-eval run --model retrieval --dataset demo --out runs/demo-retrieval
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_metrics.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
