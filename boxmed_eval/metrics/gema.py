@@ -72,6 +72,8 @@ def parse_gema_reply(reply: str) -> tuple[dict[str, float], str]:
 
     nan_row = {column: math.nan for column in GEMA_FIELDS}
     text = reply or ""
+    if not text.strip():
+        return nan_row, "empty judge reply"
     if OUTPUT_ANCHOR not in text:
         text = f"{OUTPUT_ANCHOR} {text}"
     try:
