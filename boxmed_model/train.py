@@ -262,7 +262,11 @@ def read_manifest(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _relative(path: str, out: Path) -> str:
+    """Paths inside the run directory are stored relative to it (the directory can move);
+    others (an HF id, a shared base) as given."""
     p = Path(path)
+    if not p.exists():
+        return path
     try:
         return str(p.resolve().relative_to(out.resolve()))
     except ValueError:
@@ -281,10 +285,11 @@ def run_pipeline(stage: str, base: str, cfg: PipelineConfig, out_dir: str | os.P
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(out)
-    if manifest and manifest.get("base") != base:
-        raise BoxmedError(f"{out} was trained from base {manifest.get('base')!r}, not {base!r}: "
+    stored_base = _relative(base, out)
+    if manifest and manifest.get("base") != stored_base:
+        raise BoxmedError(f"{out} was trained from base {manifest.get('base')!r}, not {stored_base!r}: "
                           "use another --output or the same --base")
-    manifest.update({"format": 1, "base": base, "base_label": base_label or base, "config": cfg.to_dict()})
+    manifest.update({"format": 1, "base": stored_base, "base_label": base_label or base, "config": cfg.to_dict()})
     manifest.setdefault("stages", {})
     todo = [s for s in STAGES if s == stage or stage == "all"]
     if stage == "all":
