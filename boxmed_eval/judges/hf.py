@@ -62,6 +62,22 @@ class HFJudge(JudgeBackend):
         self.model, self.tokenizer = self._load(dtype)
         self.batches_run = 0  # generate() calls on the model (tests, logs)
 
+    @classmethod
+    def from_objects(cls, model: Any, tokenizer: Any, *, name: str, batch_size: int = 8) -> "HFJudge":
+        """A judge around an already loaded model and tokenizer (benchmarks, notebooks)."""
+        judge = cls.__new__(cls)
+        judge.folder = Path(".")
+        judge.name = name
+        judge.batch_size = max(1, int(batch_size))
+        judge.device = next(model.parameters()).device
+        judge.trust_remote_code = False
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        judge.model, judge.tokenizer = model.eval(), tokenizer
+        judge.batches_run = 0
+        return judge
+
     @property
     def identity(self) -> str:
         return self.name
