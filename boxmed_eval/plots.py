@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,23 +30,12 @@ from matplotlib.patches import Rectangle  # noqa: E402
 
 from boxmed_eval.errors import DataError  # noqa: E402
 from boxmed_eval.records import CHEXPERT_CLASSES, Box, Prediction, Study  # noqa: E402
-from boxmed_eval.rundata import RunData  # noqa: E402
-
-GREEN_CRITERIA: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("a", "(a) False report of a finding", ("green_a", "green_false_finding")),
-    ("b", "(b) Missing a finding", ("green_b", "green_missing_finding")),
-    ("c", "(c) Misidentified location", ("green_c", "green_wrong_location")),
-    ("d", "(d) Misassessed severity", ("green_d", "green_wrong_severity")),
-    ("e", "(e) Extra comparison", ("green_e", "green_extra_comparison")),
-    ("f", "(f) Omitted comparison", ("green_f", "green_missing_comparison")),
-    ("matched", "Matched findings", ("green_matched", "green_matched_findings")),
-)
-"""GREEN's seven criteria: (key, label, accepted scores.csv column names, first preferred).
-The first six count clinically significant errors per study (lower is better); the last
-counts matched findings (higher is better)."""
+from boxmed_eval.rundata import GREEN_CRITERIA, RunData  # noqa: E402
 
 RADAR_METRICS: tuple[str, ...] = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider",
                                   "chexpert_f1", "green", "gema_score")
+
+_TAG_RE = re.compile(r"</?(think|answer)>")
 
 GT_COLOR = "#1a9641"  # green: ground truth
 PRED_COLOR = "#d7191c"  # red: prediction
@@ -222,15 +212,22 @@ def _scaled(box: Box, width: int, height: int) -> tuple[float, float, float, flo
     return box.x1 * sx, box.y1 * sy, box.x2 * sx, box.y2 * sy
 
 
-def _draw_boxes(axes, boxes: Sequence[Box], width: int, height: int, color: str, linestyle: str) -> None:
+def _draw_boxes(axes, boxes: Sequence[Box], width: int, height: int, color: str, linestyle: str,
+                label_at_bottom: bool = False) -> None:
     for box in boxes:
         x1, y1, x2, y2 = _scaled(box, width, height)
         axes.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=2,
                                  linestyle=linestyle))
         label = box.category or box.region
         if label:
-            axes.text(x1 + 2, y1 + 2, label, color="white", fontsize=6, va="top",
+            # Ground truth labelled at the top-left corner, predictions at the bottom-left, so
+            # that a predicted box on its ground truth does not hide the other's label.
+            y, va = (min(y2, height) - 2, "bottom") if label_at_bottom else (max(y1, 0) + 2, "top")
+            axes.text(max(x1, 0) + 2, y, label, color="white", fontsize=6, va=va,
                       bbox={"facecolor": color, "alpha": 0.75, "pad": 1, "edgecolor": "none"})
+    # Boxes partly outside the image must not widen the axes beyond it.
+    axes.set_xlim(-0.5, width - 0.5)
+    axes.set_ylim(height - 0.5, -0.5)
 
 
 def _wrap(text: str, width: int) -> str:
@@ -261,26 +258,27 @@ def plot_case(study: Study, prediction: Prediction, stem: str | os.PathLike[str]
                                           ("Generated report", prediction.report, PRED_COLOR)]
     if has_reasoning:
         regions = [f"- {b.phrase or b.category or 'box'}" + (f" [{b.region}]" if b.region else "") for b in prediction.boxes]
-        body = prediction.reasoning or ""
+        # The <think>/<answer> tags of the model's output format are markup, not reasoning.
+        body = _TAG_RE.sub("", prediction.reasoning or "").strip()
         if regions:
             body += "\n\nDetected regions:\n" + "\n".join(regions)
         panels.append(("Reasoning", body, "#333333"))
     ratios = [1.25] + [1.0] * len(panels)
-    figure, axes = plt.subplots(1, len(ratios), figsize=(3.6 * sum(ratios), 5.2),
+    figure, axes = plt.subplots(1, len(ratios), figsize=(3.1 * sum(ratios), 4.6),
                                 gridspec_kw={"width_ratios": ratios})
     image_axes = axes[0]
     image_axes.imshow(pixels, cmap="gray")
     gt = [b for b in study.boxes if b.image_index == image_index]
     pred = [b for b in prediction.boxes if b.image_index == image_index]
     _draw_boxes(image_axes, gt, width, height, GT_COLOR, "-")
-    _draw_boxes(image_axes, pred, width, height, PRED_COLOR, "--")
+    _draw_boxes(image_axes, pred, width, height, PRED_COLOR, "--", label_at_bottom=True)
     image_axes.set_axis_off()
     image_axes.set_title(f"{study.id}\nground truth ({len(gt)}): green, predicted ({len(pred)}): red", fontsize=9)
     for ax, (heading, body, color) in zip(axes[1:], panels):
         ax.set_axis_off()
         ax.set_title(heading, fontsize=10, fontweight="bold", color=color, loc="left")
         body = body if len(body) <= max_chars else body[:max_chars].rstrip() + " [...]"
-        ax.text(0.0, 1.0, _wrap(body, 46), fontsize=8, va="top", ha="left", transform=ax.transAxes, wrap=False)
+        ax.text(0.0, 1.0, _wrap(body, 40), fontsize=8, va="top", ha="left", transform=ax.transAxes, wrap=False)
     if title:
         figure.suptitle(title, fontsize=11)
     figure.tight_layout()

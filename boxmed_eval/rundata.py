@@ -36,6 +36,20 @@ PREDICTIONS_JSONL = "predictions.jsonl"
 
 PER_CLASS_COLUMNS = ("category", "accuracy", "precision", "recall", "f1")
 
+GREEN_CRITERIA: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("a", "(a) False report of a finding", ("green_false_finding", "green_a")),
+    ("b", "(b) Missing a finding", ("green_missing_finding", "green_b")),
+    ("c", "(c) Misidentified location", ("green_wrong_location", "green_c")),
+    ("d", "(d) Misassessed severity", ("green_wrong_severity", "green_d")),
+    ("e", "(e) Comparison not in reference", ("green_false_comparison", "green_e")),
+    ("f", "(f) Omitted comparison", ("green_missing_comparison", "green_f")),
+    ("matched", "Matched findings", ("green_matched",)),
+)
+"""GREEN's seven criteria: (key, label, accepted scores.csv column names, the GREEN metric's
+own name first, ``green_a`` .. ``green_f`` also accepted). The first six count clinically
+significant errors per study (lower is better); the last counts matched findings (higher is
+better)."""
+
 _PRODUCE_FIX = "produce it with `boxmed-eval run ... --out DIR` or `boxmed-eval score ... --out DIR`"
 
 

@@ -153,7 +153,8 @@ def wilcoxon_test(base: Sequence[float] | np.ndarray, other: Sequence[float] | n
     ``"wilcox"`` (default, scipy's default and Wilcoxon's original test) drops them;
     ``"pratt"`` ranks them and then drops them; ``"zsplit"`` splits their ranks between the
     signs. ``method`` is scipy's: ``"auto"`` uses the exact null distribution for n <= 50
-    (without ties/zeros) and the normal approximation otherwise.
+    without ties or zeros; with ties or zeros, exhaustive permutations for n <= 13 and the
+    (tie-corrected) normal approximation otherwise.
     """
     _check_alternative(alternative)
     if zero_method not in ZERO_METHODS:
@@ -557,9 +558,13 @@ def metric_label_plain(metric: str) -> str:
 def _shared_metrics(runs: Sequence["RunData"]) -> list[str]:
     from boxmed_eval.tables import STANDARD_METRICS
 
+    from boxmed_eval.rundata import GREEN_CRITERIA
+
     shared = set(runs[0].summary)
     for run in runs[1:]:
         shared &= set(run.summary)
+    # GREEN's error counts are lower-is-better sub-scores: compared only when asked by name.
+    shared -= {column for _, _, aliases in GREEN_CRITERIA for column in aliases}
     ordered = [m for m in STANDARD_METRICS if m in shared]
     return ordered + sorted(shared - set(ordered))
 

@@ -152,7 +152,7 @@ def latex_escape(text: str) -> str:
 
 TICK_TRUE = "\u2713"
 TICK_FALSE = "\u2717"
-_LATEX_TICKS = {TICK_TRUE: r"$\checkmark$", TICK_FALSE: r"$\times$", "†": r"$^{\dagger}$"}
+_LATEX_TICKS = {TICK_TRUE: r"$\checkmark$", TICK_FALSE: r"$\times$", "†": r"$^{\dagger}$", "Δ": r"$\Delta$"}
 
 
 def _latex_text(text: str) -> str:
@@ -210,7 +210,7 @@ def latex_document(body: str) -> str:
     """A compilable document around rendered tables (for checking, or a quick PDF)."""
     return "\n".join([r"\documentclass{article}", r"\usepackage[margin=1.5cm,landscape]{geometry}",
                       r"\usepackage{booktabs}", r"\usepackage{amssymb}", r"\usepackage{graphicx}",
-                      r"\usepackage[T1]{fontenc}", r"\usepackage[utf8]{inputenc}",
+                      r"\usepackage[utf8]{inputenc}",
                       r"\begin{document}", body, r"\end{document}", ""])
 
 
@@ -335,7 +335,7 @@ def leaderboard_table(dataset: str, runs: Sequence[RunData] = (), *, published: 
             for metric in metrics:
                 text = row.texts.get(metric, "")
                 # The transcribed text is shown as is: the published numbers are reproduced exactly.
-                cells.append(Cell(text or MISSING, row.values.get(metric)))
+                cells.append(Cell(text or MISSING, text))
             if groups and groups[-1][0] == row.group:
                 groups[-1][1].append(cells)
             else:
@@ -457,6 +457,11 @@ def _format_p(p: float | None) -> str:
 # ---------------------------------------------------------------------------- ablations
 
 
+_SPEC_KEYS = frozenset({"title", "metrics", "runs_root", "alternative", "zero_method", "correction", "show_label",
+                        "label_header", "ticks", "row"})
+_ROW_KEYS = frozenset({"label", "run", "full", "ticks"})
+
+
 @dataclass
 class AblationRow:
     label: str
@@ -520,6 +525,10 @@ class AblationSpec:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise DataError(f"malformed TOML ({exc})", file=path) from None
+        unknown_keys = sorted(set(data) - _SPEC_KEYS)
+        if unknown_keys:
+            raise DataError(f"unknown top-level keys: {', '.join(unknown_keys)}", file=path,
+                            fix=f"valid keys: {', '.join(sorted(_SPEC_KEYS))}")
         metrics = data.get("metrics")
         if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) for m in metrics):
             raise DataError("'metrics' must be a non-empty list of metric names", file=path,
@@ -536,6 +545,12 @@ class AblationSpec:
             where = f"[[row]] {index}"
             if not isinstance(raw, dict) or "run" not in raw:
                 raise DataError("missing 'run' (the run directory)", file=path, record=where)
+            extra = sorted(set(raw) - _ROW_KEYS)
+            if extra:
+                # A key written after a [[row]] header belongs to that row: say so.
+                raise DataError(f"unknown keys in [[row]]: {', '.join(extra)}", file=path, record=where,
+                                fix=f"a row takes {', '.join(sorted(_ROW_KEYS))}; table-wide settings go above the "
+                                    "first [ticks] / [[row]] header")
             row_ticks = raw.get("ticks", {})
             unknown = sorted(set(row_ticks) - set(ticks))
             missing = sorted(set(ticks) - set(row_ticks))
@@ -546,7 +561,7 @@ class AblationSpec:
                 raise DataError("tick values must be true or false", file=path, record=where)
             run_path = Path(raw["run"]).expanduser()
             if not run_path.is_absolute():
-                run_path = base / run_path
+                run_path = Path(os.path.normpath(base / run_path))
             rows.append(AblationRow(str(raw.get("label", raw["run"])), run_path, dict(row_ticks), bool(raw.get("full", False))))
         n_full = sum(row.full for row in rows)
         if n_full != 1:

@@ -41,8 +41,9 @@ def synthetic_run(path: Path, *, quality: float, seed: int, n: int = 60, green_c
         base = 0.15 + 0.35 * (1 - difficulty) + 0.25 * quality
         frame[metric] = np.clip(base + rng.normal(0, 0.05, n) - 0.04 * k, 0, 1).round(6)
     if green_criteria:
-        for letter in "abcdef":
-            frame[f"green_{letter}"] = rng.poisson(1.5 * (1.2 - quality), n)
+        for column in ("green_false_finding", "green_missing_finding", "green_wrong_location", "green_wrong_severity",
+                       "green_false_comparison", "green_missing_comparison"):
+            frame[column] = rng.poisson(1.5 * (1.2 - quality), n)
         frame["green_matched"] = rng.poisson(1 + 3 * quality, n)
     summary = {m: float(frame[m].mean()) for m in PER_SAMPLE}
     summary["bleu_2"] = summary["bleu_1"] * 0.7
