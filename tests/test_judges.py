@@ -270,7 +270,7 @@ def test_openai_backend_green_end_to_end_concurrent_and_cached(tmp_path):
         green = result.per_sample["green"]
         assert green["s0"] == 1.0 and green["s1"] == pytest.approx(2 / 3) and green["s2"] == pytest.approx(0.5)
         assert math.isnan(green["sg"]) and result.corpus["green_parse_failures"] == 1.0
-        assert result.conventions["green_judge"] == server.url
+        assert result.conventions["green_judge"] == "green-served"  # the model the server reports
 
         again = compute_metrics(["green"], refs, hyps, options={"green": options})
         assert len(server.requests) == 9  # second scoring: no call

@@ -47,6 +47,7 @@ class JudgedMetric(Metric):
         self.trust_remote_code = _as_bool(options.get("trust_remote_code", False))
         self.dataset = options.get("dataset")
         self.cache_dir = options.get("cache_dir")
+        self._served_model: str | None = None
         self._spec: JudgeSpec | None = None
         self._spec_error = ""
         try:
@@ -80,6 +81,7 @@ class JudgedMetric(Metric):
                                timeout_s=options.get("timeout_s"))
         if options.get("judge_api") and hasattr(backend, "api"):
             backend.api = str(options["judge_api"])
+        self._served_model = backend.identity  # e.g. the model a server reports serving
         return backend
 
     def judge(self, prompts: Sequence[str]) -> list[str]:
@@ -98,7 +100,7 @@ class JudgedMetric(Metric):
 
     def conventions(self) -> dict[str, Any]:
         spec = self.spec
-        return {f"{self.name}_judge": spec.model_name or spec.display,
+        return {f"{self.name}_judge": spec.model_name or self._served_model or spec.display,
                 f"{self.name}_judge_backend": "openai" if spec.kind == "openai" else "hf",
                 f"{self.name}_max_new_tokens": self.max_new_tokens,
                 f"{self.name}_cache": CACHE_FILE if self.cache_dir is not None else None}
