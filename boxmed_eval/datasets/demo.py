@@ -246,10 +246,10 @@ def _frontal_base(anatomy: _Anatomy) -> tuple[np.ndarray, dict[str, np.ndarray]]
         lateral = -1.0 if side == "right" else 1.0
         # The collapsed lung: the same lung shrunk away from the apex and the chest wall.
         inner = _ellipse(cx - lateral * depth * 0.5, a.lung_cy + depth * 0.9, a.lung_rx - depth * 0.5, a.lung_ry - depth * 0.6)
-        region = lungs[side] & (inner >= 1.0) & (_V < a.lung_cy)
-        pneumothorax |= region
-        pleural_line += (np.abs(np.sqrt(inner) - 1.0) < 0.025) * lungs[side] * (_V < a.lung_cy) * 0.16
-    img = np.where(pneumothorax, 0.1, img)  # air without lung markings
+        apical = _V < a.lung_top() + 0.2
+        pneumothorax |= lungs[side] & (inner >= 1.0) & apical
+        pleural_line += (np.abs(np.sqrt(inner) - 1.0) < 0.025) * lungs[side] * apical * 0.16
+    img = np.where(pneumothorax, 0.06, img)  # air without lung markings
     img += pleural_line
     # Ribs: bright curved bands over the chest; a fracture breaks one and steps it off.
     ribs = np.zeros((_S, _S), dtype=np.float32)
@@ -561,7 +561,7 @@ def _pre_anatomy(finding: _Finding, anatomy: _Anatomy, rng: np.random.Generator)
     elif finding.cls == "Enlarged Cardiomediastinum":
         anatomy.mediastinum_half_width = 0.062 + strength * 0.05
     elif finding.cls == "Pneumothorax":
-        anatomy.pneumothorax[finding.side] = strength * {"small": 0.05, "moderate": 0.08, "large": 0.12}[finding.severity]
+        anatomy.pneumothorax[finding.side] = strength * {"small": 0.07, "moderate": 0.1, "large": 0.14}[finding.severity]
     elif finding.cls == "Fracture":
         if finding.kind == "spine":
             anatomy.spine_fracture = 0.42 + anatomy.dy + float(rng.uniform(0.0, 0.15))
@@ -699,7 +699,7 @@ def _draw(finding: _Finding, anatomy: _Anatomy, masks: dict[str, np.ndarray], im
             lateral_side = (_U < cx - 0.05) if side == "right" else (_U > cx + 0.05)
             shell &= lateral_side & (_V > a.lung_cy - 0.12) & (_V < a.lung_cy + 0.15)
             region = f"{side} lung"
-        img += 0.38 * strength * shell
+        img += 0.45 * strength * shell
         boxes.append((_bbox(shell), region))
     return boxes
 
