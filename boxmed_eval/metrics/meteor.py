@@ -1,0 +1,393 @@
+"""METEOR 1.5 through pycocoevalcap's jar: robust, sharded, and exactly pycocoevalcap's numbers.
+
+pycocoevalcap's ``Meteor`` sends one ``SCORE`` line per segment to a single JVM, waits for each
+reply, then sends one ``EVAL`` line carrying every segment's statistics; the jar answers with a
+score per segment and the corpus score computed from the *accumulated* statistics. This module
+keeps that protocol and its arithmetic, and changes only how the work is scheduled:
+
+* The ``SCORE`` lines are split into contiguous shards, each scored by its own JVM, with the
+  writes pipelined (a writer thread) instead of one round trip per segment. A segment's
+  statistics depend only on that segment, so the shards' statistics lines are exactly those a
+  single JVM would write. The final ``EVAL`` over all statistics, in the original order, runs on
+  one JVM: same per-segment scores, same corpus aggregate.
+* The jar loads its 5.3M-entry English paraphrase table at start-up (several seconds). A
+  paraphrase entry can only produce a match if every word of both of its phrases occurs in the
+  texts being scored, so the jar is given (``-a``) the subset of entries whose words all occur
+  in this corpus, in the original order; the candidate matches, and so the alignments and the
+  statistics, are the same. The words of the table are indexed once into a cache directory
+  (``$BOXMED_EVAL_CACHE`` or ``~/.cache/boxmed_eval``) so that the subset takes well under a
+  second to cut. Pass ``filter_paraphrases=False`` to load the full table instead.
+* Inputs that break the jar are sanitised: line breaks (the jar reads one line per request, and
+  pycocoevalcap then deadlocks) become spaces and ``|||`` (its field separator) is removed. The
+  JVM runs with an English locale (number formatting of the replies) and every exchange has a
+  timeout, after which the JVMs are killed and :class:`MeteorError` is raised.
+
+Texts without line breaks or ``|||`` get exactly pycocoevalcap's treatment (the hypothesis'
+``'|||'`` removal and ``'  ' -> ' '``), so the scores are identical (tested).
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from boxmed_eval.errors import BoxmedError, MissingResourceError
+
+log = logging.getLogger(__name__)
+
+JAVA_INSTALL_HINT = "install a Java runtime (e.g. apt-get install default-jre-headless) and put `java` on PATH"
+_JVM_LOCALE = ["-Duser.language=en", "-Duser.country=US"]
+_INDEX_VERSION = "2"
+# Characters that end a line for Java's BufferedReader.readLine, plus the other Unicode line
+# separators (harmless to replace; they never carry meaning in a report).
+_LINE_BREAKS_RE = re.compile(r"[\r\n\u0085\u2028\u2029\x0b\x0c]")
+# The jar's notion of a letter or digit (edu.cmu.meteor.util.Normalizer.alnum): its tokeniser
+# only splits at characters outside this class, so every token of a normalised text is a run
+# of these characters or a single other character.
+_JAR_ALNUM = "0-9A-Za-z\u0160\u017d\u0161\u017e\u0178\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u017e\u0400-\u04ff\u0500-\u0527\ua640-\ua66e\ua67e-\ua697\u1d00-\u1d7f"
+_ALNUM_RUN_RE = re.compile(f"[{_JAR_ALNUM}]+")
+_OTHER_CHAR_RE = re.compile(f"[^\\s{_JAR_ALNUM}]")
+# Characters the jar's normaliser can produce from other characters (quote/dash normalisation,
+# HTML entities): treat them as present in every corpus.
+_ALWAYS_PRESENT_CHARS = frozenset("'\"-.,<>&`")
+
+
+class MeteorError(BoxmedError):
+    """The METEOR jar failed or did not answer in time."""
+
+
+def meteor_dir() -> Path:
+    """The pycocoevalcap folder holding ``meteor-1.5.jar`` and ``data/paraphrase-en.gz``."""
+    try:
+        import pycocoevalcap.meteor.meteor as pyco_meteor
+    except ImportError as exc:  # pragma: no cover - pycocoevalcap is a dependency
+        raise MissingResourceError(f"pycocoevalcap is not installed ({exc}); pip install pycocoevalcap") from None
+    return Path(pyco_meteor.__file__).resolve().parent
+
+
+def java_executable() -> str | None:
+    return shutil.which("java")
+
+
+def meteor_available() -> tuple[bool, str]:
+    if java_executable() is None:
+        return False, f"no Java runtime found: {JAVA_INSTALL_HINT}"
+    jar = meteor_dir() / "meteor-1.5.jar"
+    if not jar.is_file():
+        return False, f"METEOR jar missing at {jar}; reinstall pycocoevalcap"
+    return True, ""
+
+
+def sanitize_hypothesis(text: str) -> str:
+    """pycocoevalcap's own hypothesis treatment, after turning line breaks into spaces."""
+    text = _LINE_BREAKS_RE.sub(" ", text)
+    return text.replace("|||", "").replace("  ", " ")
+
+
+def sanitize_reference(text: str) -> str:
+    """pycocoevalcap sends references unchanged; line breaks and ``|||`` would break the jar."""
+    return _LINE_BREAKS_RE.sub(" ", text).replace("|||", "")
+
+
+# ---------------------------------------------------------------------------- paraphrase subset
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("BOXMED_EVAL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "boxmed_eval")
+    return Path(root)
+
+
+@dataclass
+class ParaphraseIndex:
+    """The paraphrase table as arrays: ``words`` (distinct words), ``tokens`` (word ids of both
+    phrases of every entry, concatenated), ``first_len`` (words in the first phrase),
+    ``entry_len`` (words in both) and ``entry_start`` (offset in ``tokens``) per entry, in file
+    order. ``key_entries[key_offsets[w]:key_offsets[w + 1]]`` are the entries whose rarest word
+    is ``w``: an entry can only be kept if its rarest word occurs in the corpus, which narrows
+    the entries to check from millions to a few hundred thousand."""
+
+    words: list[str]
+    tokens: np.ndarray
+    first_len: np.ndarray
+    entry_len: np.ndarray
+    entry_start: np.ndarray
+    key_offsets: np.ndarray
+    key_entries: np.ndarray
+
+    _ARRAYS = ("tokens", "first_len", "entry_len", "entry_start", "key_offsets", "key_entries")
+
+    @classmethod
+    def build(cls, table: Path) -> "ParaphraseIndex":
+        # The file is "probability\nphrase 1\nphrase 2\n" per entry; the jar ignores the
+        # probability (ParaphraseTransducer reads and discards it).
+        lines = gzip.open(table, "rb").read().decode("utf-8").split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        if len(lines) % 3:
+            raise MeteorError(f"unexpected paraphrase table layout in {table}")
+        vocab: dict[str, int] = {}
+        intern = vocab.setdefault
+        tokens: list[int] = []
+        n_entries = len(lines) // 3
+        first_len = np.empty(n_entries, dtype=np.uint8)
+        entry_len = np.empty(n_entries, dtype=np.uint16)
+        for i in range(n_entries):
+            first = lines[3 * i + 1].split()
+            second = lines[3 * i + 2].split()
+            first_len[i] = len(first)
+            entry_len[i] = len(first) + len(second)
+            tokens.extend(intern(w, len(vocab)) for w in first)
+            tokens.extend(intern(w, len(vocab)) for w in second)
+        dtype = np.uint16 if len(vocab) < 2**16 else np.uint32
+        token_ids = np.asarray(tokens, dtype=dtype)
+        lengths = entry_len.astype(np.int64)
+        entry_start = np.cumsum(lengths) - lengths
+        frequency = np.bincount(token_ids, minlength=len(vocab))
+        # rarest word of each entry: minimum over (frequency, word id) packed in one integer
+        packed = frequency[token_ids].astype(np.int64) * len(vocab) + token_ids
+        key = np.minimum.reduceat(packed, entry_start) % len(vocab)
+        key_entries = np.argsort(key, kind="stable").astype(np.uint32)
+        key_offsets = np.zeros(len(vocab) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(key, minlength=len(vocab)), out=key_offsets[1:])
+        return cls(list(vocab), token_ids, first_len, entry_len, entry_start, key_offsets, key_entries)
+
+    def save(self, folder: Path) -> None:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+        tmp.mkdir(parents=True, exist_ok=True)
+        for name in self._ARRAYS:
+            np.save(tmp / f"{name}.npy", getattr(self, name))
+        (tmp / "words.txt").write_text("\n".join(self.words), encoding="utf-8")
+        try:
+            tmp.rename(folder)  # atomic: readers never see half an index
+        except OSError:  # another process won the race
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    @classmethod
+    def load(cls, folder: Path) -> "ParaphraseIndex":
+        return cls((folder / "words.txt").read_text(encoding="utf-8").split("\n"),
+                   *(np.load(folder / f"{name}.npy") for name in cls._ARRAYS))
+
+    @classmethod
+    def cached(cls, table: Path) -> "ParaphraseIndex":
+        stat = table.stat()
+        folder = cache_dir() / f"meteor-paraphrase-v{_INDEX_VERSION}-{stat.st_size}-{int(stat.st_mtime)}"
+        if (folder / "words.txt").is_file():
+            return cls.load(folder)
+        log.info("indexing the METEOR paraphrase table once into %s (about 15 s)", folder)
+        index = cls.build(table)
+        try:
+            index.save(folder)
+        except OSError as exc:
+            log.warning("could not cache the METEOR paraphrase index in %s: %s", folder, exc)
+        return index
+
+    def subset(self, texts: Sequence[str]) -> bytes:
+        """The table's entries whose words all occur in ``texts``, as paraphrase-file text."""
+        runs: set[str] = set()
+        chars: set[str] = set(_ALWAYS_PRESENT_CHARS)
+        corpus = "\n".join(texts)
+        for variant in (corpus, corpus.lower()):
+            runs.update(_ALNUM_RUN_RE.findall(variant))
+            chars.update(_OTHER_CHAR_RE.findall(variant))
+        word_ok = np.fromiter(
+            (all(r in runs for r in _ALNUM_RUN_RE.findall(w)) and all(c in chars for c in _OTHER_CHAR_RE.findall(w))
+             for w in self.words), dtype=bool, count=len(self.words))
+        # candidates: entries whose rarest word is in the corpus, back in file order
+        ok_ids = np.flatnonzero(word_ok)
+        group_start = self.key_offsets[ok_ids]
+        group_len = self.key_offsets[ok_ids + 1] - group_start
+        candidates = np.sort(self.key_entries[_ranges(group_start, group_len)])
+        if not len(candidates):
+            return b""
+        cand_len = self.entry_len[candidates].astype(np.int64)
+        cand_tokens_ok = word_ok[self.tokens[_ranges(self.entry_start[candidates], cand_len)]]
+        cand_offsets = np.cumsum(cand_len) - cand_len
+        keep = candidates[np.minimum.reduceat(cand_tokens_ok.view(np.uint8), cand_offsets).astype(bool)]
+        # Rebuild the kept entries' text with array operations: the pieces are the kept words,
+        # each followed by " ", or by "\n" at the end of a phrase; "0\n" (the ignored
+        # probability line) opens every entry.
+        if not len(keep):
+            return b""
+        kept_len = self.entry_len[keep].astype(np.int64)
+        kept_first = self.first_len[keep].astype(np.int64)
+        entry_end = np.cumsum(kept_len)
+        entry_start = entry_end - kept_len
+        kept_tokens = self.tokens[_ranges(self.entry_start[keep], kept_len)]
+        separators = np.full(len(kept_tokens), " ", dtype=object)
+        separators[entry_end - 1] = "\n"
+        separators[entry_start + kept_first - 1] = "\n"
+        pieces = np.asarray(self.words, dtype=object)[kept_tokens]
+        pieces[entry_start] = "0\n" + pieces[entry_start]
+        return "".join((pieces + separators).tolist()).encode("utf-8")
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated ``arange(start, start + length)`` for each pair, without a Python loop."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.cumsum(lengths) - lengths
+    return np.arange(total, dtype=np.int64) + np.repeat(np.asarray(starts, dtype=np.int64) - offsets, lengths)
+
+
+# ---------------------------------------------------------------------------- JVM workers
+
+
+class _Jvm:
+    """One ``meteor-1.5.jar -stdio`` process."""
+
+    def __init__(self, java: str, jar_dir: Path, extra_args: list[str], memory: str) -> None:
+        cmd = [java, *_JVM_LOCALE, "-jar", f"-Xmx{memory}", "meteor-1.5.jar", "-", "-", "-stdio",
+               "-l", "en", "-norm", *extra_args]
+        self.proc = subprocess.Popen(cmd, cwd=jar_dir, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
+        self.stderr_tail: list[str] = []
+        self._stderr_thread = threading.Thread(target=self._drain_stderr, daemon=True)
+        self._stderr_thread.start()
+
+    def _drain_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr_tail = (self.stderr_tail + [line.decode("utf-8", "replace").rstrip()])[-20:]
+
+    def exchange(self, lines: list[str], n_replies: int, deadline: float) -> list[str]:
+        """Write ``lines`` (from a thread, so that a full pipe cannot deadlock us) and read
+        ``n_replies`` reply lines, all before ``deadline`` (time.monotonic())."""
+        replies: list[str] = []
+        errors: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                assert self.proc.stdin is not None
+                payload = "".join(line + "\n" for line in lines).encode("utf-8")
+                self.proc.stdin.write(payload)
+                self.proc.stdin.flush()
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        def read() -> None:
+            try:
+                assert self.proc.stdout is not None
+                for _ in range(n_replies):
+                    line = self.proc.stdout.readline()
+                    if not line:
+                        raise MeteorError("the METEOR jar exited early")
+                    replies.append(line.decode("utf-8").strip())
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=write, daemon=True), threading.Thread(target=read, daemon=True)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in threads):
+            self.kill()
+            raise MeteorError("the METEOR jar did not answer within the timeout; "
+                              "raise it with the metric option meteor_timeout=SECONDS" + self._stderr_note())
+        if errors:
+            self.kill()
+            raise MeteorError(f"the METEOR jar failed: {errors[0]}" + self._stderr_note())
+        return replies
+
+    def _stderr_note(self) -> str:
+        time.sleep(0.05)
+        return ("; jar stderr: " + " | ".join(self.stderr_tail[-5:])) if self.stderr_tail else ""
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass
+
+
+def default_shards(n_segments: int) -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, 8, n_segments // 400 or 1))
+
+
+def compute_meteor(references: Sequence[str], hypotheses: Sequence[str], *, shards: int | None = None,
+                   filter_paraphrases: bool = True, timeout: float = 600.0,
+                   memory: str = "2G") -> tuple[float, list[float]]:
+    """METEOR 1.5 as pycocoevalcap computes it: (corpus score, per-segment scores).
+
+    One reference per segment. Raises :class:`MissingResourceError` without Java and
+    :class:`MeteorError` when the jar fails or exceeds ``timeout`` seconds.
+    """
+    if len(references) != len(hypotheses):
+        raise BoxmedError("internal: METEOR needs as many references as hypotheses")
+    ok, reason = meteor_available()
+    if not ok:
+        raise MissingResourceError(reason)
+    if not references:
+        return 0.0, []
+    deadline = time.monotonic() + timeout
+    refs = [sanitize_reference(r) for r in references]
+    hyps = [sanitize_hypothesis(h) for h in hypotheses]
+    jar_dir = meteor_dir()
+    extra: list[str] = []
+    subset_file: Path | None = None
+    if filter_paraphrases:
+        table = jar_dir / "data" / "paraphrase-en.gz"
+        index = ParaphraseIndex.cached(table)
+        subset_dir = cache_dir() if os.access(cache_dir(), os.W_OK) else Path(os.environ.get("TMPDIR", "/tmp"))
+        subset_file = subset_dir / f".meteor-paraphrase-subset-{os.getpid()}-{threading.get_ident()}.gz"
+        with gzip.open(subset_file, "wb", compresslevel=1) as handle:
+            handle.write(index.subset(refs + hyps))
+        extra = ["-a", str(subset_file)]
+    n_shards = max(1, min(shards or default_shards(len(refs)), len(refs)))
+    java = java_executable()
+    assert java is not None
+    jvms = [_Jvm(java, jar_dir, extra, memory) for _ in range(n_shards)]
+    try:
+        bounds = np.linspace(0, len(refs), n_shards + 1).astype(int)
+        shard_stats: list[list[str]] = [[] for _ in jvms]
+        shard_errors: list[BaseException] = []
+
+        def score_shard(k: int) -> None:
+            lo, hi = int(bounds[k]), int(bounds[k + 1])
+            lines = [f"SCORE ||| {refs[i]} ||| {hyps[i]}" for i in range(lo, hi)]
+            try:
+                shard_stats[k] = jvms[k].exchange(lines, hi - lo, deadline)
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                shard_errors.append(exc)
+
+        workers = [threading.Thread(target=score_shard, args=(k,), daemon=True) for k in range(n_shards)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        if shard_errors:
+            raise shard_errors[0]
+        stats = [line for part in shard_stats for line in part]
+        for jvm in jvms[1:]:
+            jvm.kill()
+        replies = jvms[0].exchange(["EVAL ||| " + " ||| ".join(stats)], len(stats) + 1, deadline)
+        try:
+            values = [float(r) for r in replies]
+        except ValueError:
+            raise MeteorError(f"unexpected reply from the METEOR jar: {replies[:3]!r}") from None
+        return values[-1], values[:-1]
+    finally:
+        for jvm in jvms:
+            jvm.kill()
+        if subset_file is not None:
+            subset_file.unlink(missing_ok=True)
