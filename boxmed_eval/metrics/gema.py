@@ -104,11 +104,15 @@ class GemaMetric(JudgedMetric):
     prompt_format: ClassVar[str] = "raw"  # gemascore feeds the prompt without a chat template
 
     def available(self) -> tuple[bool, str]:
+        import importlib.util
+
+        # find_spec, not import: importing gemascore loads torch and transformers (slow listing)
         try:
-            import gemascore.parser  # noqa: F401
-            import gemascore.prompt  # noqa: F401
-        except Exception as exc:  # ImportError, or a broken install
-            return False, f"needs the gemascore package (pip install 'gemascore>=0.1.1'): {exc}"
+            found = importlib.util.find_spec("gemascore") is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            return False, "needs the gemascore package: pip install 'gemascore>=0.1.1' (or pip install -e '.[judges]')"
         return super().available()
 
     def compute(self, references: dict[str, str], hypotheses: dict[str, str], *,
