@@ -171,7 +171,7 @@ def run(config: RunConfig) -> tuple[RunDirectory, dict[str, Any]]:
     if missing:
         raise BoxmedError(f"{len(missing)} studies have no prediction after generation (e.g. {missing[:5]})")
     references = {s.id: s.findings for s in studies}
-    metric_names = config.metrics if config.metrics is not None else default_metrics()
+    metric_names = config.metrics if config.metrics is not None else default_metrics(config.metric_options)
     metric_options = {name: {"dataset": config.dataset, **config.metric_options.get(name, {})} for name in metric_names}
     summary = score(run_dir, references, predictions, metric_names=metric_names, metric_options=metric_options,
                     studies={s.id: s for s in studies})
@@ -197,5 +197,9 @@ def _wait_for_shards(run_dir: RunDirectory, studies: list[Study], world: int, ti
         time.sleep(2)
 
 
-def default_metrics() -> list[str]:
-    return [name for name, cls in METRICS.items() if cls.default]
+def default_metrics(metric_options: dict[str, dict[str, Any]] | None = None) -> list[str]:
+    """Every default metric family, plus the LLM-judge metrics given a ``--judge``."""
+    from boxmed_eval.judges import configured_judge_metrics
+
+    names = [name for name, cls in METRICS.items() if cls.default]
+    return names + [n for n in configured_judge_metrics(metric_options or {}) if n not in names]

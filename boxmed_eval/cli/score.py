@@ -30,8 +30,8 @@ def score_command(pred: str | None, ref: str | None, run_path: str | None, out: 
     """Score --pred against --ref, or add --metrics to an existing --run."""
     from boxmed_eval.evaluation import default_metrics, score
 
-    metric_names = resolve_metric_names(metrics) if metrics else default_metrics()
     options = metric_options_from_cli(metric_option, judge, judge_model, allow_remote_phi, trust_remote_code)
+    metric_names = resolve_metric_names(metrics) if metrics else default_metrics(options)
     if run_path:
         if pred or ref:
             raise BoxmedError("use either --run DIR or --pred FILE --ref FILE, not both")
