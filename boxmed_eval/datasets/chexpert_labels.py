@@ -4,6 +4,7 @@ CheXpert labeler's output): 14 observation columns with 1 / 0 / -1 / blank."""
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from pathlib import Path
 
 import pandas as pd
@@ -26,8 +27,12 @@ def parse_label(value: object, *, file: object = None, record: object = None, co
     return int(number)
 
 
-def read_chexpert_labels(path: str | Path, key_columns: tuple[str, ...] = ("study_id",)) -> dict[str, dict[str, int | None]]:
+def read_chexpert_labels(path: str | Path, key_columns: tuple[str, ...] = ("study_id",), *,
+                         keys: Collection[str] | None = None) -> dict[str, dict[str, int | None]]:
     """``{key: {class name: label}}`` keyed by ``key_columns`` joined with '/' (as strings).
+
+    ``keys`` restricts the result to those keys: parsing is per row, so a caller that needs a
+    few thousand studies of MIMIC-CXR's 227k-row label CSV passes them (seconds saved).
 
     Columns are matched by class name, never by position (the labeler's CSV starts with No
     Finding, CheXbert's ends with it)."""
@@ -41,7 +46,16 @@ def read_chexpert_labels(path: str | Path, key_columns: tuple[str, ...] = ("stud
         raise DataError(f"missing columns {missing}", file=path,
                         fix=f"a CheXpert label CSV needs {', '.join(key_columns)} and the 14 class columns")
     labels: dict[str, dict[str, int | None]] = {}
-    for row_number, row in enumerate(frame.itertuples(index=False, name=None), start=2):
+    row_numbers = range(2, len(frame) + 2)
+    if keys is not None:
+        frame_keys = frame[key_columns[0]].astype(str).str.strip()
+        for column in key_columns[1:]:
+            frame_keys = frame_keys + "/" + frame[column].astype(str).str.strip()
+        wanted = frame_keys.isin(set(keys)).to_numpy()
+        row_numbers = [n for n, keep in zip(row_numbers, wanted) if keep]
+        frame = frame[wanted]
+    # Object columns: iterating pandas 3's Arrow-backed strings row by row is ~5x slower.
+    for row_number, row in zip(row_numbers, frame.astype(object).itertuples(index=False, name=None)):
         record = dict(zip(frame.columns, row))
         key = "/".join(str(record[c]).strip() for c in key_columns)
         labels[key] = {c: parse_label(record[c], file=path, record=f"row {row_number}", column=c)
