@@ -170,6 +170,17 @@ def test_csv_option_and_bad_input(tmp_path: Path) -> None:
     assert "latte.csv" in str(info.value)
 
 
+def test_refuses_ids_that_would_escape(tmp_path: Path) -> None:
+    root = write_fixture(tmp_path / "root", split_csv=False)
+    write_metadata(root / "latte-cxr")
+    frame = pd.read_csv(root / "latte-cxr" / "bbox_statement.csv", dtype=str)
+    frame.loc[3, "dicom_id"] = "../../../../etc/passwd"  # reading P300R9: located through the metadata
+    frame.to_csv(root / "latte-cxr" / "bbox_statement.csv", index=False)
+    with pytest.raises(DataError, match="dicom_id '../../../../etc/passwd' is not a valid MIMIC-CXR id") as info:
+        get_dataset("latte_cxr", root, check_images=False).load("test")
+    assert "bbox_statement.csv" in str(info.value) and "row 5" in str(info.value)
+
+
 def test_missing_image(tmp_path: Path) -> None:
     root = write_fixture(tmp_path)
     (root / mimic_image_relpath("10046166", "57379357", "ccc-333")).unlink()

@@ -174,6 +174,32 @@ def test_jpg_layout_missing_image(tmp_path: Path) -> None:
     assert len(get_dataset("mimic", root, check_images=False).load("test")) == 2
 
 
+def test_jpg_layout_refuses_ids_that_would_escape(tmp_path: Path) -> None:
+    root = write_jpg_layout(tmp_path / "root")
+    split_csv = root / "mimic-cxr-2.0.0-split.csv.gz"
+    frame = pd.read_csv(split_csv, dtype=str)
+    frame.loc[frame["dicom_id"] == "d-d-pa", "dicom_id"] = "../../../../etc/passwd"
+    _gz_csv(split_csv, frame)
+    meta = pd.read_csv(root / "mimic-cxr-2.0.0-metadata.csv.gz", dtype=str)
+    meta.loc[meta["dicom_id"] == "d-d-pa", "dicom_id"] = "../../../../etc/passwd"
+    _gz_csv(root / "mimic-cxr-2.0.0-metadata.csv.gz", meta)
+    with pytest.raises(DataError, match="dicom_id '../../../../etc/passwd' is not a valid MIMIC-CXR id") as info:
+        get_dataset("mimic", root, check_images=False).load("test")
+    assert "mimic-cxr-2.0.0-split.csv.gz" in str(info.value)
+
+
+def test_labels_read_only_for_loaded_studies(tmp_path: Path) -> None:
+    from boxmed_eval.datasets.chexpert_labels import read_chexpert_labels
+
+    path = tmp_path / "labels.csv.gz"
+    _gz_csv(path, _labels_frame())
+    some = read_chexpert_labels(path, keys={"53189527", "nope"})
+    assert list(some) == ["53189527"] and some["53189527"]["Edema"] == -1
+    assert len(read_chexpert_labels(path)) == len(JPG_STUDIES)
+    pair = read_chexpert_labels(path, ("subject_id", "study_id"), keys=["10000032/50414267"])
+    assert list(pair) == ["10000032/50414267"] and pair["10000032/50414267"]["No Finding"] == 1
+
+
 def test_jpg_layout_missing_tables_and_columns(tmp_path: Path) -> None:
     root = write_jpg_layout(tmp_path)
     (root / "mimic-cxr-2.0.0-metadata.csv.gz").unlink()

@@ -38,7 +38,8 @@ import pandas as pd
 
 from boxmed_eval.datasets.base import DATASETS, DatasetAdapter, canonical_split
 from boxmed_eval.datasets.mimic_cxr import (
-    SPLIT_TABLE, MimicReports, find_table, mimic_image_relpath, normalize_mimic_id, read_table,
+    SPLIT_TABLE, MimicReports, check_mimic_ids, find_table, mimic_image_relpath, normalize_mimic_id,
+    read_table,
 )
 from boxmed_eval.errors import DataError
 from boxmed_eval.records import Box, Study
@@ -269,6 +270,8 @@ class LatteCXR(DatasetAdapter):
                     lambda v: normalize_mimic_id(v) if v.strip() else "")
                 table[column] = table[column].where(table[column] != "", from_mimic)
             table["m_split"] = table["m_split"].fillna("")
+        located = table[(table["subject_id"] != "") & (table["study_id"] != "")]
+        check_mimic_ids(located, file=box_csv, record_column="row")
         unlocated = table[(table["subject_id"] == "") | (table["study_id"] == "")]
         if len(unlocated):
             first = unlocated.iloc[0]

@@ -102,6 +102,20 @@ def normalize_mimic_id(value: object) -> str:
     return text
 
 
+def check_mimic_ids(frame: pd.DataFrame, *, file: object, record_column: str | None = None) -> None:
+    """Refuse ids that are not plain MIMIC-CXR tokens (digits for subject/study, letters, digits
+    and dashes for dicom): image paths are built from them, so a '../' must never get through."""
+    for column, pattern in (("subject_id", _DIGITS_RE), ("study_id", _DIGITS_RE), ("dicom_id", _DICOM_RE)):
+        if column not in frame:
+            continue
+        bad = frame.loc[~frame[column].astype(str).str.fullmatch(pattern.pattern[1:-1]), :]
+        if len(bad):
+            first = bad.iloc[0]
+            raise DataError(f"{column} {first[column]!r} is not a valid MIMIC-CXR id", file=file,
+                            record=f"row {first[record_column]}" if record_column else None,
+                            fix="MIMIC-CXR ids are digits (subject, study) or hex groups joined by dashes (dicom)")
+
+
 def mimic_image_relpath(subject_id: str, study_id: str, dicom_id: str) -> str:
     """``files/pXX/pSUBJECT/sSTUDY/DICOM.jpg`` (XX = first two digits of the subject id)."""
     subject_id, study_id = normalize_mimic_id(subject_id), normalize_mimic_id(study_id)
@@ -344,11 +358,7 @@ class MimicCXR(DatasetAdapter):
         ``image_path()`` resolves every path (about 0.1 ms each: 20 s for the train split).
         Here the ``files`` folder goes through ``safe_join`` once and each id is checked to be a
         plain token (digits / hex and dashes), so no joined path can leave the folder."""
-        for column, pattern in (("subject_id", _DIGITS_RE), ("study_id", _DIGITS_RE), ("dicom_id", _DICOM_RE)):
-            bad = chosen.loc[~chosen[column].str.match(pattern.pattern), column]
-            if len(bad):
-                raise DataError(f"{column} {bad.iloc[0]!r} is not a valid MIMIC-CXR id", file=split_csv,
-                                fix="MIMIC-CXR ids are digits (subject, study) or hex groups with dashes (dicom)")
+        check_mimic_ids(chosen, file=split_csv)
         files = safe_join(self.data_root, "files", file=split_csv)
         prefix = str(files) + os.sep
         relative = ("p" + chosen["subject_id"].str[:2] + os.sep + "p" + chosen["subject_id"] + os.sep + "s"
