@@ -148,6 +148,14 @@ def test_jpg_layout_report_txt_files(tmp_path: Path) -> None:
     assert by_id["50414267"].labels is None
     assert by_id["50414267"].meta["report_source"] == "report_txt"
     assert adapter.dropped_empty == 1
+    # the reports unzipped into their own folder (auto-detected), or reports=PATH to its files/
+    for txt in sorted((root / "files").rglob("s*.txt")):
+        target = root / "mimic-cxr-reports" / txt.relative_to(root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        txt.rename(target)
+    assert sorted(s.id for s in get_dataset("mimic", root).load("test")) == ["50414267", "53189527"]
+    files_dir = root / "mimic-cxr-reports" / "files"
+    assert len(get_dataset("mimic", root, reports=str(files_dir)).load("test")) == 2
 
 
 def test_jpg_layout_reports_option_points_elsewhere(tmp_path: Path) -> None:

@@ -210,7 +210,8 @@ class LatteCXR(DatasetAdapter):
             boxes, statements = [], []
             for _, row in rows.iterrows():
                 where = f"row {row['row']} (dicom_id {row['dicom_id']})"
-                coords = [_number(row[c], file=box_csv, record=where, column=columns[c]) for c in ("x1", "y1", "x2", "y2")]
+                coords = [_number(row[c], file=box_csv, record=where, column=columns[c])
+                          for c in ("x1", "y1", "x2", "y2")]
                 statement = normalize_text(row["statement"])
                 try:
                     boxes.append(Box(*coords, phrase=statement, category=row["category"], image_width=width,
@@ -305,6 +306,7 @@ class LatteCXR(DatasetAdapter):
             if mismatched:
                 log.warning("latte_cxr: %d images have a LATTE split different from MIMIC-CXR's official split "
                             "(split_from=mimic uses MIMIC's)", mismatched)
+            table["split"] = latte.where(latte != "", mimic)  # rows LATTE leaves blank take MIMIC's
         table["split"] = table["split"].fillna("").map(canonical_split)
         return table
 
