@@ -211,7 +211,8 @@ def prepare_adapter_model(model: Any, cfg: PipelineConfig) -> Any:
         if cfg.train_projector:
             modules_to_save.append("merger")
         if cfg.train_vision_tower:
-            modules_to_save += ["patch_embed", "blocks"]
+            # peft wraps modules, not ModuleLists: name each vision block
+            modules_to_save += ["patch_embed", *(f"visual.blocks.{i}" for i in range(len(visual.blocks)))]
         lora = LoraConfig(r=cfg.adapter.lora_r, lora_alpha=cfg.adapter.lora_alpha, lora_dropout=cfg.adapter.lora_dropout,
                           target_modules=language_model_lora_regex(cfg.adapter.lora_target_modules),
                           modules_to_save=modules_to_save or None, task_type="CAUSAL_LM")

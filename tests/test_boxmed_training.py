@@ -1,0 +1,210 @@
+"""BoxMed-RL training stages on the tiny preset (a few steps each), LoRA freezing, resume,
+the plugin's generation, and the CLI commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from boxmed_eval.records import Box, Study
+
+pytest.importorskip("trl")
+pytest.importorskip("peft")
+
+from boxmed_model.config import AdapterConfig, MCLConfig, PipelineConfig, SVRConfig  # noqa: E402
+from boxmed_model.plugin import BoxMedRL  # noqa: E402
+from boxmed_model.tiny import build_tiny_base  # noqa: E402
+from boxmed_model.train import run_pipeline  # noqa: E402
+
+FAKE = [
+    ("Mild cardiomegaly. No pneumothorax.", "Mild cardiomegaly", "Cardiomegaly", (150, 260, 420, 420)),
+    ("Small left pleural effusion. The heart size is normal.", "Small left pleural effusion", "Pleural Effusion",
+     (300, 300, 470, 480)),
+    ("Right lower lobe opacity. No effusion.", "Right lower lobe opacity", "Lung Opacity", (40, 250, 220, 460)),
+]
+
+
+def make_studies(root: Path, n: int = 3, size: tuple[int, int] = (448, 384)) -> list[Study]:
+    root.mkdir(parents=True, exist_ok=True)
+    studies = []
+    for i in range(n):
+        text, phrase, category, box = FAKE[i % len(FAKE)]
+        image = Image.new("L", size, 20)
+        ImageDraw.Draw(image).rectangle(box, fill=200)
+        path = root / f"img{i}.png"
+        image.save(path)
+        studies.append(Study(id=f"s{i}", image_paths=[str(path)], findings=text, split="train",
+                             boxes=[Box(*box, phrase=phrase, category=category, image_width=size[0],
+                                        image_height=size[1])]))
+    return studies
+
+
+def quick_config(**overrides) -> PipelineConfig:  # noqa: ANN003
+    return PipelineConfig(mcl=MCLConfig(max_steps=2), adapter=AdapterConfig(max_steps=2),
+                          svr=SVRConfig(max_steps=1, num_generations=2, max_completion_length=12,
+                                        gradient_accumulation_steps=1),
+                          **{"save_steps": 1000, **overrides})
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory: pytest.TempPathFactory) -> list[Study]:
+    return make_studies(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory, studies: list[Study]) -> str:
+    return str(build_tiny_base(tmp_path_factory.mktemp("tiny"), [s.findings for s in studies]))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, base: str, studies: list[Study]) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    run_pipeline("all", base, quick_config(), out, report_studies=studies, grounding_studies=studies)
+    return out
+
+
+def _state(path: str | Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    for file in sorted(Path(path).glob("*.safetensors")):
+        tensors.update(load_file(str(file)))
+    return tensors
+
+
+def test_all_stages_run_and_write_the_manifest(trained: Path, base: str) -> None:
+    manifest = json.loads((trained / "boxmedrl.json").read_text())
+    assert list(manifest["stages"]) == ["mcl", "svr", "adapter"]
+    assert manifest["stages"]["svr"]["start"] == "mcl/final" and manifest["stages"]["adapter"]["start"] == "svr/final"
+    assert manifest["phase1"] == "svr/final" and manifest["adapter"] == "adapter/final"
+    assert manifest["config"]["svr"]["beta"] == 0.04 and manifest["config"]["svr"]["loss_type"] == "grpo"
+    mcl_history = json.loads((trained / "mcl" / "log_history.json").read_text())
+    assert [row["loss"] for row in mcl_history if "loss" in row]
+    svr_history = json.loads((trained / "svr" / "log_history.json").read_text())
+    logged = next(row for row in svr_history if "reward" in row)
+    assert "rewards/iou_reward/mean" in logged and "rewards/format_reward/mean" in logged
+    # MCL trains the whole model (Eq. 1): language and vision weights both move
+    before, after = _state(base), _state(trained / "mcl" / "final")
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any("layers" in k for k in changed) and any("visual" in k for k in changed)
+
+
+def test_adapter_only_changes_lora_parameters(trained: Path) -> None:
+    adapter = _state(trained / "adapter" / "final")
+    assert adapter and all("lora_" in k and "language_model" in k for k in adapter)
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in adapter.items())  # B starts at 0: it trained
+    config = json.loads((trained / "adapter" / "final" / "adapter_config.json").read_text())
+    assert config["r"] == 8
+    # the phase-I weights under the adapter are untouched: load them through peft and compare
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    phase1 = AutoModelForImageTextToText.from_pretrained(trained / "svr" / "final").state_dict()
+    model = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(trained / "svr" / "final"),
+                                      trained / "adapter" / "final")
+    merged = {k: v for k, v in model.get_base_model().state_dict().items() if "lora_" not in k}
+    compared = 0
+    for name, value in merged.items():
+        key = name.replace(".base_layer", "")
+        if key in phase1:
+            assert torch.equal(phase1[key], value), key
+            compared += 1
+    assert compared > 20
+
+
+def test_table5_strategies_freeze_the_right_parts(base: str) -> None:
+    from boxmed_model.train import load_model, prepare_adapter_model
+
+    def trainable(strategy: str) -> set[str]:
+        model = prepare_adapter_model(load_model(base), PipelineConfig(strategy=strategy))
+        groups = set()
+        for name, parameter in model.named_parameters():
+            if parameter.requires_grad:
+                groups.add("lora" if "lora_" in name else "projector" if ".merger." in name
+                           else "vision" if ".visual." in name else "other")
+        return groups
+
+    assert trainable("adapter") == {"lora"}
+    assert trainable("projector") == {"projector"}
+    assert trainable("vision_tower") == {"vision"}
+    assert trainable("projector+adapter") == {"lora", "projector"}
+    assert trainable("vision_tower+adapter") == {"lora", "vision"}
+
+
+def test_ablation_and_resume(tmp_path: Path, base: str, studies: list[Study]) -> None:
+    # w/o MCL & SVR: only the adapter, straight from the base
+    manifest = run_pipeline("all", base, quick_config(ablation="wo_mcl_svr"), tmp_path / "abl",
+                            report_studies=studies)
+    assert list(manifest["stages"]) == ["adapter"] and manifest["phase1"] is None
+    # resume: a stage interrupted after a checkpoint continues from it
+    cfg = quick_config(save_steps=1)
+    run_pipeline("mcl", base, cfg, tmp_path / "res", report_studies=studies)
+    import shutil
+
+    shutil.rmtree(tmp_path / "res" / "mcl" / "final")  # as if killed after checkpoint-2
+    cfg.mcl.max_steps = 3
+    run_pipeline("mcl", base, cfg, tmp_path / "res", report_studies=studies)
+    history = json.loads((tmp_path / "res" / "mcl" / "log_history.json").read_text())
+    assert max(row.get("step", 0) for row in history) == 3
+    assert (tmp_path / "res" / "mcl" / "checkpoint-3").is_dir()
+    # a finished stage is skipped on rerun
+    again = run_pipeline("mcl", base, cfg, tmp_path / "res", report_studies=studies)
+    assert again["stages"]["mcl"]["path"] == "mcl/final"
+
+
+def test_plugin_generates_batched_reports(trained: Path, studies: list[Study]) -> None:
+    plugin = BoxMedRL(weights=str(trained), batch_size=2, max_new_tokens=6)
+    predictions = plugin.generate(studies)
+    assert [p.id for p in predictions] == [s.id for s in studies]
+    assert all(isinstance(p.report, str) and p.reasoning is None for p in predictions)
+    assert plugin.provenance()["adapter"].endswith("adapter/final")
+    assert type(plugin.model).__name__ == "PeftModelForCausalLM"
+
+
+def test_grounded_mode_returns_boxes_in_original_pixels(trained: Path, studies: list[Study], monkeypatch) -> None:
+    plugin = BoxMedRL(weights=str(trained), mode="grounded")
+    calls: list[tuple[int, bool]] = []
+
+    def fake_generate(conversations, images, max_new_tokens, *, use_adapter=True):  # noqa: ANN001, ANN202
+        calls.append((len(conversations), use_adapter))
+        text = conversations[0][0]["content"][1]["text"]
+        if text.startswith("Write the findings"):
+            return ["Mild cardiomegaly. No pneumothorax."] * len(conversations)
+        if text.startswith("Read this chest"):
+            return ["<think>Finding: Mild cardiomegaly. -> Disease: Cardiomegaly</think><answer>x</answer>"] * len(conversations)
+        return ["<think>heart</think><answer>(250,500),(500,1000)</answer>"] * len(conversations)
+
+    plugin.setup()
+    monkeypatch.setattr(plugin, "_generate", fake_generate)
+    predictions = plugin.generate(studies[:2])
+    assert calls == [(2, True), (2, False), (4, False)]  # reasoning and boxes come from the phase-I model
+    first = predictions[0]
+    assert first.reasoning == "Finding: Mild cardiomegaly. -> Disease: Cardiomegaly"
+    assert len(first.boxes) == 2
+    box = first.boxes[0]
+    assert (box.x1, box.y1, box.x2, box.y2) == (112.0, 192.0, 224.0, 384.0)  # 448x384 original image
+    assert box.phrase == "Mild cardiomegaly." and box.category == "Cardiomegaly" and box.region == "cardiac silhouette"
+
+
+def test_train_and_chains_cli(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from boxmed_eval.cli import main
+    from boxmed_eval.plugins import MODELS
+
+    if "boxmedrl" not in MODELS.names():  # until the entry point is in pyproject.toml
+        MODELS.register("boxmedrl")(BoxMedRL)
+    runner = CliRunner()
+    result = runner.invoke(main, ["chains", "--dataset", "demo", "--limit", "2"])
+    assert result.exit_code == 0, result.output
+    assert "Finding:" in result.output and "-> Anatomy:" in result.output
+    out = tmp_path / "cli"
+    result = runner.invoke(main, ["train", "boxmedrl", "--stage", "all", "--base", "tiny", "--dataset", "demo",
+                                  "--ablation", "wo_mcl_svr", "--limit", "3", "--max-steps", "1", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "boxmedrl.json").read_text())
+    assert manifest["base"] == "tiny_base" and manifest["base_label"] == "tiny" and manifest["adapter"]
