@@ -159,3 +159,11 @@ def test_predictions_plugin_and_score_run(iu_root, tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "r2" / "summary.json").read_text())
     assert summary["token_overlap"] == 1.0 and "bleu_4" in summary  # metrics added, old ones kept
+
+
+def test_symlinked_image_folder_inside_root_is_allowed(iu_root, tmp_path):
+    # Users often keep the image tree on another disk and link it into the data root.
+    elsewhere = tmp_path / "other_disk"
+    (iu_root / "images").rename(elsewhere)
+    (iu_root / "images").symlink_to(elsewhere, target_is_directory=True)
+    assert len(get_dataset("iu_xray", iu_root).load("test")) == 6

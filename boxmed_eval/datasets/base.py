@@ -26,10 +26,12 @@ def canonical_split(split: str) -> str:
 
 def safe_join(root: str | os.PathLike[str], relative: str | os.PathLike[str], *, file: object = None,
               record: object = None) -> Path:
-    """``root / relative``, refusing any path that resolves outside ``root`` (``..``, absolute
-    paths, symlinks pointing out)."""
-    root_path = Path(root).resolve()
-    candidate = (root_path / relative).resolve()
+    """``root / relative``, refusing any path that lands outside ``root`` (``..`` segments,
+    absolute paths). The check is lexical on purpose: a symlink the user placed inside the
+    root (e.g. ``files/`` linked to another disk) is the user's choice and stays allowed,
+    while a path written in an annotation file cannot climb out."""
+    root_path = Path(os.path.abspath(root))
+    candidate = Path(os.path.normpath(root_path / relative))
     if candidate != root_path and root_path not in candidate.parents:
         raise DataError(f"image path {str(relative)!r} escapes the data root {root_path}", file=file, record=record,
                         fix="image paths must be relative to the data root and stay inside it")
