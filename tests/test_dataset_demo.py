@@ -55,6 +55,22 @@ def test_generation_is_deterministic(demo_dir: Path, tmp_path: Path) -> None:
     assert first == second  # annotation.json, chexpert.csv, ms_cxr_boxes.csv, manifest and every PNG
 
 
+# The reports and labels come from the seeded generator only (no floating-point pixels), so
+# they are the same on every machine. A deliberate change of the generator must bump
+# DEMO_VERSION (cached copies of the old version are then refused, not silently reused)
+# and update these digests.
+PINNED_DIGESTS = {
+    "v1": {"annotation.json": "c808afa7bdc66c0bb31152e7a06cab718d55dc1876f0b607597b15f1374af712",
+           "chexpert.csv": "fb024cacaee352bfe131363d56190b5a781875f4d9b492d0e1da3a8539405465"},
+}
+
+
+def test_reports_and_labels_match_the_pinned_version(demo_dir: Path) -> None:
+    digests = {name: hashlib.sha256((demo_dir / name).read_bytes()).hexdigest()
+               for name in ("annotation.json", "chexpert.csv")}
+    assert digests == PINNED_DIGESTS[DEMO_VERSION], "generator output changed: bump DEMO_VERSION and the digests"
+
+
 def test_split_sizes_and_empty_findings_dropped(demo_dir: Path, studies: dict[str, list[Study]]) -> None:
     assert {split: len(items) for split, items in studies.items()} == SPLIT_SIZES
     adapter = get_dataset("demo", demo_dir)

@@ -61,7 +61,7 @@ from boxmed_eval.text import prepare_findings
 
 log = logging.getLogger(__name__)
 
-DEMO_VERSION = "v1"
+DEMO_VERSION = "v1"  # bump whenever the generated files change (tests pin their digests)
 DEMO_SEED = 20250521
 IMAGE_SIZE = 256
 SPLIT_SIZES: dict[str, int] = {"train": 280, "val": 40, "test": 80}
@@ -184,7 +184,8 @@ class _Anatomy:
         return _ellipse(cx, cy, self.heart_rx, self.heart_ry) < 1.0
 
     def mediastinum_mask(self) -> np.ndarray:
-        return (np.abs(_U - 0.5 - self.dx) < self.mediastinum_half_width) & (_V > 0.06 + self.dy) & (_V < 0.62 + self.dy)
+        return ((np.abs(_U - 0.5 - self.dx) < self.mediastinum_half_width)
+                & (_V > 0.06 + self.dy) & (_V < 0.62 + self.dy))
 
     def rib_v(self, k: int) -> np.ndarray:
         """v of the k-th posterior rib's centre line under each column (ribs droop laterally)."""
@@ -246,7 +247,8 @@ def _frontal_base(anatomy: _Anatomy) -> tuple[np.ndarray, dict[str, np.ndarray]]
         cx = a.lung_cx(side)
         lateral = -1.0 if side == "right" else 1.0
         # The collapsed lung: the same lung shrunk away from the apex and the chest wall.
-        inner = _ellipse(cx - lateral * depth * 0.5, a.lung_cy + depth * 0.9, a.lung_rx - depth * 0.5, a.lung_ry - depth * 0.6)
+        inner = _ellipse(cx - lateral * depth * 0.5, a.lung_cy + depth * 0.9,
+                         a.lung_rx - depth * 0.5, a.lung_ry - depth * 0.6)
         apical = _V < a.lung_top() + 0.2
         pneumothorax |= lungs[side] & (inner >= 1.0) & apical
         pleural_line += (np.abs(np.sqrt(inner) - 1.0) < 0.025) * lungs[side] * apical * 0.16
@@ -353,9 +355,10 @@ class _Finding:
     boxes: list[tuple[int, int, int, int, str]] = field(default_factory=list)  # x1, y1, x2, y2, region
 
 
-_RANK: dict[str, float] = {"Support Devices": 0, "Lung Opacity": 1, "Consolidation": 1, "Pneumonia": 1, "Lung Lesion": 1,
-         "Atelectasis": 1, "Edema": 1, "Pleural Effusion": 2, "Pneumothorax": 2, "Pleural Other": 2,
-         "Cardiomegaly": 3, "Enlarged Cardiomediastinum": 3, "Fracture": 4}
+_RANK: dict[str, float] = {
+    "Support Devices": 0, "Lung Opacity": 1, "Consolidation": 1, "Pneumonia": 1, "Lung Lesion": 1,
+    "Atelectasis": 1, "Edema": 1, "Pleural Effusion": 2, "Pneumothorax": 2, "Pleural Other": 2,
+    "Cardiomegaly": 3, "Enlarged Cardiomediastinum": 3, "Fracture": 4}
 _WEIGHTS = {"Pleural Effusion": 3.0, "Atelectasis": 3.0, "Cardiomegaly": 2.5, "Lung Opacity": 2.5, "Edema": 2.0,
             "Support Devices": 2.0, "Consolidation": 1.5, "Pneumonia": 1.5, "Pneumothorax": 1.5, "Lung Lesion": 1.5,
             "Enlarged Cardiomediastinum": 1.0, "Fracture": 1.0, "Pleural Other": 1.0}
@@ -571,12 +574,14 @@ def _pre_anatomy(finding: _Finding, anatomy: _Anatomy, rng: np.random.Generator)
     """Findings that change the anatomy itself (before the base image is drawn)."""
     strength = 1.0 if finding.certainty == 1 else 0.45
     if finding.cls == "Cardiomegaly":
-        anatomy.heart_rx = 0.145 + strength * {"mild": 0.045, "moderate": 0.065, "severe": 0.085}.get(finding.severity, 0.05)
+        growth = {"mild": 0.045, "moderate": 0.065, "severe": 0.085}.get(finding.severity, 0.05)
+        anatomy.heart_rx = 0.145 + strength * growth
         anatomy.heart_ry = 0.13 + strength * 0.02
     elif finding.cls == "Enlarged Cardiomediastinum":
         anatomy.mediastinum_half_width = 0.062 + strength * 0.05
     elif finding.cls == "Pneumothorax":
-        anatomy.pneumothorax[finding.side] = strength * {"small": 0.07, "moderate": 0.1, "large": 0.14}[finding.severity]
+        depth = {"small": 0.07, "moderate": 0.1, "large": 0.14}[finding.severity]
+        anatomy.pneumothorax[finding.side] = strength * depth
     elif finding.cls == "Fracture":
         if finding.kind == "spine":
             anatomy.spine_fracture = 0.42 + anatomy.dy + float(rng.uniform(0.0, 0.15))
@@ -587,7 +592,8 @@ def _pre_anatomy(finding: _Finding, anatomy: _Anatomy, rng: np.random.Generator)
 
 
 def _draw(finding: _Finding, anatomy: _Anatomy, masks: dict[str, np.ndarray], img: np.ndarray,
-          lateral_overlay: np.ndarray, lateral_devices: np.ndarray, rng: np.random.Generator) -> list[tuple[tuple[int, int, int, int] | None, str]]:
+          lateral_overlay: np.ndarray, lateral_devices: np.ndarray,
+          rng: np.random.Generator) -> list[tuple[tuple[int, int, int, int] | None, str]]:
     """Draw one finding into the frontal image and the lateral view's overlay, in place;
     (``lateral_overlay`` is later masked to the lateral lung, ``lateral_devices`` is not);
     return its boxes (pixel box, region) on the frontal image."""
@@ -685,7 +691,8 @@ def _draw(finding: _Finding, anatomy: _Anatomy, masks: dict[str, np.ndarray], im
             tip = (tube > 0.2) & (_V > a.lung_bottom("left") + 0.03)
             boxes.append((_bbox(tip), "abdomen"))
         else:
-            points = [(x0 - 0.24, 0.06 + a.dy), (x0 - 0.12, 0.16 + a.dy), (x0 - 0.04, 0.24 + a.dy), (x0 - 0.035, 0.33 + a.dy)]
+            points = [(x0 - 0.24, 0.06 + a.dy), (x0 - 0.12, 0.16 + a.dy), (x0 - 0.04, 0.24 + a.dy),
+                      (x0 - 0.035, 0.33 + a.dy)]
             tube = _polyline(points, 0.006)
             img += 0.4 * tube
             tip = (tube > 0.2) & (_U > x0 - 0.07)
