@@ -60,8 +60,8 @@ def test_generation_is_deterministic(demo_dir: Path, tmp_path: Path) -> None:
 # DEMO_VERSION (cached copies of the old version are then refused, not silently reused)
 # and update these digests.
 PINNED_DIGESTS = {
-    "v1": {"annotation.json": "c808afa7bdc66c0bb31152e7a06cab718d55dc1876f0b607597b15f1374af712",
-           "chexpert.csv": "fb024cacaee352bfe131363d56190b5a781875f4d9b492d0e1da3a8539405465"},
+    "v2": {"annotation.json": "031db83f2ad35b29efd23fed6971a4a0fef37c63de7fea700bb5ed2d8b04c8dc",
+           "chexpert.csv": "eb75b0dec6fd7b548d51b085a52023b3584cc187a2d8a0011cd73b538eb5332d"},
 }
 
 

@@ -1,8 +1,8 @@
 """A synthetic chest-radiograph-like dataset, generated deterministically on first use.
 
 Nothing is downloaded and nothing is kept in git: ``demo_root()`` generates the dataset
-(seeded numpy, a few seconds on one core) into ``$BOXMED_CACHE/demo/v1`` (default
-``~/.cache/boxmed_eval/demo/v1``) or into ``--data-root DIR`` when that holds no dataset
+(seeded numpy, a few seconds on one core) into ``$BOXMED_CACHE/demo/<DEMO_VERSION>`` (default
+``~/.cache/boxmed_eval/demo/v2``) or into ``--data-root DIR`` when that holds no dataset
 yet. Generation happens in a temporary folder renamed into place, so two processes never
 see half a dataset.
 
@@ -61,7 +61,7 @@ from boxmed_eval.text import prepare_findings
 
 log = logging.getLogger(__name__)
 
-DEMO_VERSION = "v1"  # bump whenever the generated files change (tests pin their digests)
+DEMO_VERSION = "v2"  # bump whenever the generated files change (tests pin their digests)
 DEMO_SEED = 20250521
 IMAGE_SIZE = 256
 SPLIT_SIZES: dict[str, int] = {"train": 280, "val": 40, "test": 80}
@@ -383,10 +383,12 @@ _NORMAL_SENTENCES: list[tuple[str, dict[str, int], set[str], float, str]] = [
     ("No pneumothorax.", {"Pneumothorax": 0}, set(), 2.5, "pneumothorax"),
     ("Heart size is normal.", {"Cardiomegaly": 0}, set(), 3.5, "heart"),
     ("The heart is normal in size.", {"Cardiomegaly": 0}, set(), 3.5, "heart"),
-    ("The cardiomediastinal silhouette is within normal limits.", {"Cardiomegaly": 0, "Enlarged Cardiomediastinum": 0},
-     set(), 3.5, "heart"),
+    # 'Cardiomediastinal' and 'hilar contours' are Enlarged Cardiomediastinum mentions for the
+    # CheXpert labeler (and this project's rules labeler), not Cardiomegaly ones.
+    ("The cardiomediastinal silhouette is within normal limits.", {"Enlarged Cardiomediastinum": 0}, {"Cardiomegaly"},
+     3.5, "heart"),
     ("Mediastinal contours are normal.", {"Enlarged Cardiomediastinum": 0}, set(), 3.6, "mediastinum"),
-    ("Hilar contours are unremarkable.", {}, {"Edema", "Lung Lesion"}, 3.7, "hila"),
+    ("Hilar contours are unremarkable.", {"Enlarged Cardiomediastinum": 0}, {"Edema", "Lung Lesion"}, 3.7, "hila"),
     ("No acute osseous abnormality.", {}, {"Fracture"}, 4.5, "bones"),
     ("No displaced rib fracture.", {"Fracture": 0}, set(), 4.5, "bones"),
 ]
@@ -896,8 +898,8 @@ def _is_complete(root: Path) -> bool:
 def demo_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """The folder of the demo dataset, generating it there first if needed.
 
-    ``cache_dir`` is the dataset folder itself (default: ``$BOXMED_CACHE/demo/v1`` or
-    ``~/.cache/boxmed_eval/demo/v1``); it must be missing, empty, or hold a demo dataset.
+    ``cache_dir`` is the dataset folder itself (default: ``$BOXMED_CACHE/demo/<DEMO_VERSION>``
+    or ``~/.cache/boxmed_eval/demo/<DEMO_VERSION>``); it must be missing, empty, or hold a demo dataset.
     Generation runs in a sibling temporary folder renamed into place, so a concurrent
     reader sees either no dataset or a complete one; when two processes race, the first
     rename wins and the other's copy is discarded.
@@ -933,7 +935,8 @@ def demo_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
 class Demo(DatasetAdapter):
     description = ("synthetic chest-radiograph-like studies (train 280 / val 40 / test 80, two views, CheXpert "
                    "labels, MS-CXR-style boxes), generated offline on first use in seconds")
-    needs = ("nothing: generated on first use into $BOXMED_CACHE/demo/v1 (default ~/.cache/boxmed_eval/demo/v1), "
+    needs = (f"nothing: generated on first use into $BOXMED_CACHE/demo/{DEMO_VERSION} "
+             f"(default ~/.cache/boxmed_eval/demo/{DEMO_VERSION}), "
              "or into --data-root DIR when that is empty")
     env_var = None
 
