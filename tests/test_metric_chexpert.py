@@ -73,24 +73,32 @@ def test_per_class_table_by_hand() -> None:
     assert (cm["accuracy"], cm["f1"], cm["support"]) == (1.0, 1.0, 1)
 
 
-def test_equal_to_sklearn_and_naive_loops_on_random_labels() -> None:
-    from sklearn.metrics import f1_score, precision_score, recall_score
+@pytest.mark.parametrize("seed, n, p_blank", [(7, 60, 0.4), (1, 5, 0.9), (2, 1, 1.0), (3, 200, 0.2)])
+def test_equal_to_sklearn_and_naive_loops_on_random_labels(seed: int, n: int, p_blank: float) -> None:
+    from sklearn.metrics import f1_score, precision_recall_fscore_support
 
-    rng = random.Random(7)
-    values = [1, 0, -1, None]
-    refs = [{c: rng.choice(values) for c in CHEXPERT_CLASSES} for _ in range(60)]
-    hyps = [{c: rng.choice(values) for c in CHEXPERT_CLASSES} for _ in range(60)]
+    rng = random.Random(seed)
+
+    def draw() -> int | None:
+        return None if rng.random() < p_blank else rng.choice([1, 0, -1])
+
+    refs = [{c: draw() for c in CHEXPERT_CLASSES} for _ in range(n)]
+    hyps = [{c: draw() for c in CHEXPERT_CLASSES} for _ in range(n)]
     s = ce_scores(refs, hyps)
-    t = [[int(r[c] == 1) for c in CHEXPERT_CLASSES] for r in refs]
-    p = [[int(h[c] == 1) for c in CHEXPERT_CLASSES] for h in hyps]
-    assert s["chexpert_f1"] == pytest.approx(f1_score(t, p, average="micro"))
-    assert s["chexpert_precision"] == pytest.approx(precision_score(t, p, average="micro"))
-    assert s["chexpert_recall"] == pytest.approx(recall_score(t, p, average="micro"))
-    assert s["chexpert_macro_f1"] == pytest.approx(f1_score(t, p, average="macro", zero_division=0))
+    t = np.array([[int(r[c] == 1) for c in CHEXPERT_CLASSES] for r in refs])
+    p = np.array([[int(h[c] == 1) for c in CHEXPERT_CLASSES] for h in hyps])
+    for average, prefix in (("micro", "chexpert"), ("macro", "chexpert_macro")):
+        sk = precision_recall_fscore_support(t, p, average=average, zero_division=0)[:3]
+        assert (s[f"{prefix}_precision"], s[f"{prefix}_recall"], s[f"{prefix}_f1"]) == pytest.approx(sk)
+    table = per_class_table(t, p).set_index("category")
+    for j, name in enumerate(CHEXPERT_CLASSES):
+        sk = precision_recall_fscore_support(t[:, j], p[:, j], average="binary", zero_division=0)[:3]
+        assert tuple(table.loc[name, ["precision", "recall", "f1"]]) == pytest.approx(sk)
+    t, p = t.tolist(), p.tolist()
     tp = sum(a & b for ra, rb in zip(t, p) for a, b in zip(ra, rb))
     fp = sum((1 - a) & b for ra, rb in zip(t, p) for a, b in zip(ra, rb))
     fn = sum(a & (1 - b) for ra, rb in zip(t, p) for a, b in zip(ra, rb))
-    assert s["chexpert_f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    assert s["chexpert_f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
     example = []
     for ra, rb in zip(t, p):
         tpi = sum(a & b for a, b in zip(ra, rb))
@@ -101,6 +109,11 @@ def test_equal_to_sklearn_and_naive_loops_on_random_labels() -> None:
     t5 = [[int(r[c] in (1, -1)) for c in FIVE_CLASSES] for r in refs]
     p5 = [[int(h[c] in (1, -1)) for c in FIVE_CLASSES] for h in hyps]
     assert s["chexbert_5_macro_f1"] == pytest.approx(f1_score(t5, p5, average="macro", zero_division=0))
+    assert s["chexbert_5_micro_f1"] == pytest.approx(f1_score(t5, p5, average="micro", zero_division=0))
+    t14 = [[int(r[c] in (1, -1)) for c in CHEXPERT_CLASSES] for r in refs]
+    p14 = [[int(h[c] in (1, -1)) for c in CHEXPERT_CLASSES] for h in hyps]
+    assert s["chexbert_14_micro_f1"] == pytest.approx(f1_score(t14, p14, average="micro", zero_division=0))
+    assert s["chexbert_14_macro_f1"] == pytest.approx(f1_score(t14, p14, average="macro", zero_division=0))
 
 
 class _TableLabeler(Labeler):

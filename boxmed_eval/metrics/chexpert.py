@@ -6,7 +6,8 @@ Conventions (each has its own names; a table must say which it reports):
 
 - ``chexpert_precision`` / ``chexpert_recall`` / ``chexpert_f1``: R2Gen family (the paper's
   tables). A label counts as positive only when it is 1; uncertain, negative and blank are 0.
-  sklearn ``precision_recall_fscore_support(average="micro")`` over the 14 columns.
+  sklearn ``precision_recall_fscore_support(average="micro", zero_division=0)`` over the 14
+  columns (computed in numpy; equal to sklearn, see the tests).
 - ``chexpert_macro_precision`` / ``_recall`` / ``_f1``: the same binarisation, ``average="macro"``
   (unweighted mean over the 14 classes; a class without positives on either side scores 0).
 - ``chexpert_example_precision`` / ``_recall`` / ``_f1``: PromptMRG's example-based scores:
@@ -65,15 +66,37 @@ def example_based(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, n
     return precision, recall, f1
 
 
+def _safe_divide(numerator: np.ndarray | float, denominator: np.ndarray | float) -> np.ndarray:
+    """numerator / denominator, 0 where the denominator is 0 (sklearn's zero_division=0)."""
+    numerator, denominator = np.asarray(numerator, dtype=float), np.asarray(denominator, dtype=float)
+    out = np.zeros(np.broadcast(numerator, denominator).shape)
+    np.divide(numerator, denominator, out=out, where=denominator != 0)
+    return out
+
+
+def precision_recall_f1(y_true: np.ndarray, y_pred: np.ndarray, average: str) -> tuple[float, float, float]:
+    """sklearn ``precision_recall_fscore_support(average=micro|macro, zero_division=0)`` for 0/1
+    matrices, in numpy (sklearn's import alone costs seconds; tests prove the equality)."""
+    tp = (y_true & y_pred).sum(axis=0).astype(float)
+    fp = ((1 - y_true) & y_pred).sum(axis=0).astype(float)
+    fn = (y_true & (1 - y_pred)).sum(axis=0).astype(float)
+    if average == "micro":
+        tp, fp, fn = tp.sum(), fp.sum(), fn.sum()
+    elif average != "macro":
+        raise ValueError(f"average must be micro or macro, not {average!r}")
+    precision = _safe_divide(tp, tp + fp)
+    recall = _safe_divide(tp, tp + fn)
+    f1 = _safe_divide(2 * tp, 2 * tp + fp + fn)  # = 2PR/(P+R), and 0 where tp = 0
+    return float(np.mean(precision)), float(np.mean(recall)), float(np.mean(f1))
+
+
 def per_class_table(y_true: np.ndarray, y_pred: np.ndarray, classes: tuple[str, ...] = CHEXPERT_CLASSES) -> pd.DataFrame:
     """Table 3: per class accuracy, precision, recall, F1 (binary, positive = 1) and support."""
-    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
-
     rows = []
     for j, name in enumerate(classes):
-        precision, recall, f1, _ = precision_recall_fscore_support(
-            y_true[:, j], y_pred[:, j], average="binary", pos_label=1, zero_division=0)
-        rows.append({"category": name, "accuracy": float(accuracy_score(y_true[:, j], y_pred[:, j])),
+        precision, recall, f1 = precision_recall_f1(y_true[:, j:j + 1], y_pred[:, j:j + 1], "micro")
+        accuracy = float((y_true[:, j] == y_pred[:, j]).mean()) if len(y_true) else 0.0
+        rows.append({"category": name, "accuracy": accuracy,
                      "precision": float(precision), "recall": float(recall), "f1": float(f1),
                      "support": int(y_true[:, j].sum())})
     return pd.DataFrame(rows, columns=["category", "accuracy", "precision", "recall", "f1", "support"])
@@ -81,15 +104,12 @@ def per_class_table(y_true: np.ndarray, y_pred: np.ndarray, classes: tuple[str, 
 
 def ce_scores(reference_labels: list[Labels], predicted_labels: list[Labels]) -> dict[str, float]:
     """Every corpus CE figure (see the module docstring) from two lists of label dicts."""
-    from sklearn.metrics import f1_score, precision_recall_fscore_support
-
     scores: dict[str, float] = {}
     y_true = binarize(reference_labels, uncertain_positive=False)
     y_pred = binarize(predicted_labels, uncertain_positive=False)
     for average, prefix in (("micro", "chexpert"), ("macro", "chexpert_macro")):
-        precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, average=average, zero_division=0)
         scores[f"{prefix}_precision"], scores[f"{prefix}_recall"], scores[f"{prefix}_f1"] = (
-            float(precision), float(recall), float(f1))
+            precision_recall_f1(y_true, y_pred, average))
     precision, recall, f1 = example_based(y_true, y_pred)
     scores["chexpert_example_precision"] = float(precision.mean()) if len(precision) else 0.0
     scores["chexpert_example_recall"] = float(recall.mean()) if len(recall) else 0.0
@@ -98,7 +118,7 @@ def ce_scores(reference_labels: list[Labels], predicted_labels: list[Labels]) ->
         rrg_true = binarize(reference_labels, uncertain_positive=True, classes=classes)
         rrg_pred = binarize(predicted_labels, uncertain_positive=True, classes=classes)
         for average in ("micro", "macro"):
-            scores[f"chexbert_{tag}_{average}_f1"] = float(f1_score(rrg_true, rrg_pred, average=average, zero_division=0))
+            scores[f"chexbert_{tag}_{average}_f1"] = precision_recall_f1(rrg_true, rrg_pred, average)[2]
     return scores
 
 
