@@ -158,3 +158,19 @@ def test_missing_chexbert_checkpoint_skips_with_the_fix(tmp_path, monkeypatch: p
     result = compute_metrics(["chexpert"], {"a": "x"}, {"a": "y"}, options={"chexpert": {"labeler": "chexbert"}})
     assert not result.corpus
     assert any("--checkpoint" in m and "BOXMED_CHEXBERT_CHECKPOINT" in m for m in result.messages)
+
+
+def test_reference_labels_from_the_dataset() -> None:
+    from boxmed_eval.errors import DataError
+    from boxmed_eval.records import Study
+
+    studies = {f"s{k}": Study(id=f"s{k}", image_paths=[], findings="ignored", labels=REFS[k - 1]) for k in (1, 2, 3)}
+    refs = {i: "ignored" for i in studies}
+    hyps = {"s1": "h1", "s2": "h2", "s3": "h3"}
+    result = compute_metrics(["chexpert"], refs, hyps, studies=studies,
+                             options={"chexpert": {"labeler": "test-table", "reference_labels": "dataset"}})
+    assert result.corpus["chexpert_f1"] == pytest.approx(3 / 5)
+    studies["s2"].labels = None
+    with pytest.raises(DataError, match="no CheXpert labels"):
+        compute_metrics(["chexpert"], refs, hyps, studies=studies,
+                        options={"chexpert": {"labeler": "test-table", "reference_labels": "dataset"}})

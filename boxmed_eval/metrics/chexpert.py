@@ -19,6 +19,10 @@ Conventions (each has its own names; a table must say which it reports):
   Edema, Consolidation, Atelectasis, Pleural Effusion. The names keep f1chexbert's even when
   the labeler is ``rules``; the labeler used is recorded in the conventions.
 
+References are labelled by the same labeler from their text (option ``reference_labels=labeler``,
+the R2Gen way); ``reference_labels=dataset`` uses each study's own CheXpert labels instead
+(e.g. MIMIC-CXR's ``mimic-cxr-2.0.0-chexpert.csv``).
+
 Per-sample scores (for paired tests between runs on the same studies): per study, the
 example-based ``chexpert_example_precision`` / ``_recall`` / ``_f1`` (R2Gen binarisation: 1 is
 positive). Their means are the corpus example-based figures; the micro F1 is a corpus statistic
@@ -37,6 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from boxmed_eval.errors import BoxmedError, DataError
 from boxmed_eval.metrics.base import METRICS, Metric, MetricResult
 from boxmed_eval.metrics.labelers import Labels, get_labeler
 from boxmed_eval.records import CHEXPERT_CLASSES, Prediction, Study
@@ -144,9 +149,13 @@ class CheXpertMetric(Metric):
         "chexbert_14_micro_f1", "chexbert_14_macro_f1", "chexbert_5_micro_f1", "chexbert_5_macro_f1",
     )
 
-    def __init__(self, labeler: str = "rules", **options: Any) -> None:
-        super().__init__(labeler=labeler, **options)
+    def __init__(self, labeler: str = "rules", reference_labels: str = "labeler", **options: Any) -> None:
+        super().__init__(labeler=labeler, reference_labels=reference_labels, **options)
+        if reference_labels not in ("labeler", "dataset"):
+            raise BoxmedError(f"chexpert option reference_labels={reference_labels!r}: use 'labeler' (label the "
+                              "reference text, R2Gen's way) or 'dataset' (the study's own CheXpert labels)")
         self.labeler_name = labeler
+        self.reference_labels = reference_labels
         self.labeler_options = {k: v for k, v in options.items() if k not in _HARNESS_OPTIONS}
 
     def compute(self, references: dict[str, str], hypotheses: dict[str, str], *,
@@ -154,9 +163,17 @@ class CheXpertMetric(Metric):
                 predictions: dict[str, Prediction] | None = None) -> MetricResult:
         labeler = get_labeler(self.labeler_name, **self.labeler_options)
         ids = list(references)
-        # One call for both sides: CheXbert batches them together.
-        labels = labeler.label([references[i] for i in ids] + [hypotheses[i] for i in ids])
-        reference_labels, predicted_labels = labels[:len(ids)], labels[len(ids):]
+        if self.reference_labels == "dataset":
+            missing = [i for i in ids if not (studies and i in studies and studies[i].labels)]
+            if missing:
+                raise DataError(f"{len(missing)} studies have no CheXpert labels (e.g. {missing[:5]})",
+                                fix="use chexpert.reference_labels=labeler, or a dataset that ships labels")
+            reference_labels = [{c: studies[i].labels.get(c) for c in CHEXPERT_CLASSES} for i in ids]  # type: ignore[index,union-attr]
+            predicted_labels = labeler.label([hypotheses[i] for i in ids])
+        else:
+            # One call for both sides: CheXbert batches them together.
+            labels = labeler.label([references[i] for i in ids] + [hypotheses[i] for i in ids])
+            reference_labels, predicted_labels = labels[:len(ids)], labels[len(ids):]
         result = MetricResult()
         result.corpus = ce_scores(reference_labels, predicted_labels)
         y_true = binarize(reference_labels, uncertain_positive=False)
@@ -173,7 +190,8 @@ class CheXpertMetric(Metric):
         result.conventions = {
             "chexpert_labeler": described.get("labeler", self.labeler_name),
             **{f"chexpert_{k}": v for k, v in described.items() if k != "labeler"},
-            "chexpert_reference_labels": "reference reports labelled by the same labeler",
+            "chexpert_reference_labels": ("reference reports labelled by the same labeler" if self.reference_labels == "labeler"
+                                          else "the dataset's CheXpert labels of each study"),
             "chexpert_f1": "R2Gen: positive = 1 (uncertain, negative, blank = 0); sklearn micro over 14 classes",
             "chexpert_macro_f1": "R2Gen binarisation; sklearn macro over 14 classes",
             "chexpert_example_f1": "PromptMRG: positives only, per report over 14 labels, averaged; 0/0 = 0",
