@@ -39,17 +39,28 @@ def _to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
 
-def load_image(path: str, image_size: int = 224, *, train: bool = False, rng: random.Random | None = None) -> torch.Tensor:
-    """(3, image_size, image_size) float tensor, normalised with ImageNet statistics."""
+def resized_image(path: str, image_size: int = 224, *, train: bool = False) -> Image.Image:
+    """The deterministic part of the transform: (S, S) for evaluation; shorter side
+    S * 256 / 224 for training (cropped at random afterwards)."""
     image = _open_rgb(path)
     if not train:
-        return _to_tensor(image.resize((image_size, image_size), Image.BILINEAR))
-    rng = rng or random.Random()
+        return image.resize((image_size, image_size), Image.BILINEAR)
     shorter = round(image_size * 256 / 224)
     width, height = image.size
     scale = shorter / min(width, height)
     new_w, new_h = max(image_size, round(width * scale)), max(image_size, round(height * scale))
-    image = image.resize((new_w, new_h), Image.BILINEAR)
+    return image.resize((new_w, new_h), Image.BILINEAR)
+
+
+def load_image(path: str, image_size: int = 224, *, train: bool = False, rng: random.Random | None = None,
+               resized: Image.Image | None = None) -> torch.Tensor:
+    """(3, image_size, image_size) float tensor, normalised with ImageNet statistics.
+    ``resized``: the output of ``resized_image`` for this path, when cached."""
+    image = resized if resized is not None else resized_image(path, image_size, train=train)
+    if not train:
+        return _to_tensor(image)
+    rng = rng or random.Random()
+    new_w, new_h = image.size
     left, top = rng.randint(0, new_w - image_size), rng.randint(0, new_h - image_size)
     image = image.crop((left, top, left + image_size, top + image_size))
     if rng.random() < 0.5:
@@ -81,8 +92,11 @@ class ReportDataset(Dataset):
     cut off the final eos of a long report)."""
 
     def __init__(self, studies: Sequence[Study], tokenizer: R2GenTokenizer, *, max_seq_length: int,
-                 image_size: int, train: bool, seed: int = 0) -> None:
+                 image_size: int, train: bool, seed: int = 0, cache_images: bool = False) -> None:
         self.studies = list(studies)
+        # Decoding and resizing dominate small models' epochs; the cache keeps the resized
+        # images in memory (about 3 * (S * 256/224)^2 bytes each: for small datasets only).
+        self.cache: dict[str, Image.Image] | None = {} if cache_images else None
         self.tokenizer = tokenizer
         self.ids = [tokenizer.encode(s.findings)[:max_seq_length] for s in self.studies]
         self.image_size = image_size
@@ -94,7 +108,16 @@ class ReportDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, list[int]]:
         study = self.studies[index]
-        images = study_images(study, self.tokenizer.dataset_name, self.image_size, train=self.train, rng=self.rng)
+        if self.cache is None:
+            images = study_images(study, self.tokenizer.dataset_name, self.image_size, train=self.train, rng=self.rng)
+        else:
+            views = []
+            for path in study_views(study, self.tokenizer.dataset_name):
+                if path not in self.cache:
+                    self.cache[path] = resized_image(path, self.image_size, train=self.train)
+                views.append(load_image(path, self.image_size, train=self.train, rng=self.rng,
+                                        resized=self.cache[path]))
+            images = torch.stack(views)
         return images, self.ids[index]
 
 

@@ -70,6 +70,7 @@ class TrainingOptions:
     val_limit: int | None = None
     validate_first: bool = False
     num_workers: int = 0
+    cache_images: bool = False
     restart: bool = False
 
 
@@ -207,9 +208,9 @@ def train_r2gen(options: TrainingOptions) -> dict[str, Any]:
         not_improved = int(resume.get("not_improved", 0))
 
     train_set = ReportDataset(train_studies, tokenizer, max_seq_length=max_seq_length, image_size=config.image_size,
-                              train=True, seed=options.seed)
+                              train=True, seed=options.seed, cache_images=options.cache_images)
     val_set = ReportDataset(val_studies, tokenizer, max_seq_length=max_seq_length, image_size=config.image_size,
-                            train=False)
+                            train=False, cache_images=options.cache_images)
     val_loader = DataLoader(val_set, batch_size=options.batch_size, shuffle=False, collate_fn=collate,
                             num_workers=options.num_workers)
 
@@ -303,6 +304,8 @@ def train_r2gen(options: TrainingOptions) -> dict[str, Any]:
 @click.option("--val-limit", type=int, default=None, help="Validate on the first N validation studies.")
 @click.option("--validate-first", is_flag=True, help="Also score the untrained model (logged as epoch 0).")
 @click.option("--num-workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
+@click.option("--cache-images", is_flag=True,
+              help="Keep resized images in memory across epochs (small datasets: 3*S^2 bytes per image).")
 @click.option("--restart", is_flag=True, help="Ignore an existing current_checkpoint.pth in --out.")
 def train_command(**kwargs: Any) -> None:
     """Train R2Gen on a dataset's train split, keeping the best validation BLEU-4 checkpoint."""
