@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -129,6 +130,25 @@ def test_findings_from_reports_source_and_chexpert_labels(mimic_root: Path, tmp_
         writer.writerow([DICOM_A, "Left effusion."])
     by_id = {s.id: s.findings for s in get_dataset("ms_cxr", mimic_root, reports=str(reports_csv)).load("test")}
     assert by_id == {DICOM_A: "Left effusion.", DICOM_B: "The heart is enlarged."}
+
+
+def test_findings_from_mimic_report_sources(mimic_root: Path) -> None:
+    """The sources the mimic adapter reads: sectioned CSV, report .txt folder, reports=auto."""
+    sectioned = mimic_root / "mimic_cxr_sectioned.csv"
+    sectioned.write_text("study,impression,findings\ns50414267,No acute process.,Small left effusion.\n",
+                         encoding="utf-8")
+    studies = get_dataset("ms_cxr", mimic_root, reports=str(sectioned)).load("test")
+    assert [(s.id, s.findings) for s in studies] == [(DICOM_A, "Small left effusion.")]
+    sectioned.unlink()
+    report = mimic_root / "mimic-cxr-reports" / "files" / "p10" / "p10000764" / "s57375967.txt"
+    report.parent.mkdir(parents=True)
+    report.write_text("FINAL REPORT\n FINDINGS: The heart is\n enlarged.\n\n IMPRESSION: Cardiomegaly.\n")
+    adapter = get_dataset("ms_cxr", mimic_root, reports="auto")
+    assert [(s.id, s.findings) for s in adapter.load("test")] == [(DICOM_B, "The heart is enlarged.")]
+    assert adapter.dropped_empty == 1
+    shutil.rmtree(mimic_root / "mimic-cxr-reports")
+    with pytest.raises(DataError, match="reports=auto: no MIMIC-CXR reports"):
+        get_dataset("ms_cxr", mimic_root, reports="auto").load("test")
 
 
 def test_image_path_escaping_the_root_is_refused(mimic_root: Path) -> None:

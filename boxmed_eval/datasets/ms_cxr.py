@@ -9,10 +9,13 @@ spans several rows. ``path`` is relative to the MIMIC-CXR-JPG root
 The adapter yields one ``Study`` per ``dicom_id`` holding all its phrase boxes
 (``Box.phrase`` = ``label_text``, ``Box.category`` = ``category_name``). Its findings text is:
 
-- with ``reports=PATH``: the MIMIC-CXR findings of the image's study, from an R2Gen
-  ``annotation.json`` (matched on ``study_id`` or ``id`` = dicom id) or a CSV/JSONL with an
-  ``id`` (study id, ``s``-prefixed study id or dicom id) and a findings/report column. Images
-  whose study has no findings there are dropped and counted, like every empty-findings study;
+- with ``reports=PATH`` (or ``reports=auto``): the MIMIC-CXR findings of the image's study,
+  from the same sources as the ``mimic`` adapter (``mimic_cxr_sectioned.csv(.gz)`` or the
+  ``mimic-cxr-reports`` folder of ``sSTUDY.txt`` files; ``auto`` looks under the data root), or
+  from an R2Gen ``annotation.json`` (matched on ``study_id``, else ``id`` = dicom id), or a
+  CSV/JSONL with an ``id`` (study id, ``s``-prefixed study id or dicom id) and a
+  findings/report column. Images whose study has no findings there are dropped and counted,
+  like every empty-findings study;
 - without it: the image's unique phrases, in file order, each written as a sentence
   (first letter capitalised, final period) and joined with spaces.
 
@@ -29,12 +32,14 @@ import logging
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from boxmed_eval.datasets.base import DATASETS, SPLITS, DatasetAdapter, canonical_split
 from boxmed_eval.datasets.chexpert_labels import read_chexpert_labels
+from boxmed_eval.datasets.mimic_cxr import MimicReports
 from boxmed_eval.datasets.r2gen_annotation import read_r2gen_annotation
 from boxmed_eval.errors import DataError
 from boxmed_eval.records import Box, Study, read_reports
@@ -179,6 +184,15 @@ def phrases_as_findings(phrases: list[str]) -> str:
     return " ".join(sentences)
 
 
+def _csv_has_column(path: Path, column: str) -> bool:
+    """Whether a .csv file's header names ``column`` (the sectioned MIMIC report CSV has 'study')."""
+    if path.suffix.lower() != ".csv" or not path.is_file():
+        return False
+    with path.open("r", encoding="utf-8-sig", newline="") as handle:
+        header = next(csv.reader(handle), [])
+    return column in (c.strip() for c in header)
+
+
 def mimic_ids_from_path(path: str) -> tuple[str, str]:
     """``(subject_id, study_id)`` from ``files/p10/p10233088/s54276838/x.jpg`` ("" when absent)."""
     match = _MIMIC_PATH_RE.search(path.replace("\\", "/"))
@@ -209,7 +223,8 @@ class MsCxr(DatasetAdapter):
                    "one study per image with all its boxes")
     needs = ("--data-root (or BOXMED_MIMIC_ROOT) = the MIMIC-CXR-JPG root (holding files/); "
              f"options: csv=PATH (default <root>/{MS_CXR_CSV_NAME} or BOXMED_MS_CXR_CSV), "
-             "reports=PATH (annotation.json or id/findings CSV; default: the phrases as findings), "
+             "reports=PATH|auto (sectioned CSV, mimic-cxr-reports folder, annotation.json or id/findings CSV; "
+             "default: the phrases as findings), "
              "labels=PATH (CheXpert CSV). PhysioNet credentialed data")
     env_var = "BOXMED_MIMIC_ROOT"
     credentialed = True
@@ -231,13 +246,32 @@ class MsCxr(DatasetAdapter):
                 return None, None
         return read_chexpert_labels(path, key_columns=("subject_id", "study_id")), path
 
+    def _findings_source(self) -> Callable[[str, str, str], str] | None:
+        """``(subject_id, study_id, dicom_id) -> findings`` from the reports option, or None."""
+        option = self.options.get("reports")
+        if not option:
+            return None
+        if str(option).strip().lower() == "auto":
+            found = MimicReports.locate(self.data_root, None)
+            if found is None:
+                raise DataError("reports=auto: no MIMIC-CXR reports under the data root", file=self.data_root,
+                                fix="pass reports=PATH to mimic_cxr_sectioned.csv or the mimic-cxr-reports folder")
+            return lambda subject, study, _dicom: found.findings(subject, study) or ""
+        path = Path(option).expanduser()
+        if not path.is_absolute() and not path.exists():
+            path = self.data_root / path
+        if path.is_dir() or path.name.endswith(".gz") or _csv_has_column(path, "study"):
+            reports = MimicReports(path)
+            return lambda subject, study, _dicom: reports.findings(subject, study) or ""
+        table = read_findings_source(path)
+        return lambda _subject, study, dicom: table.get(study) or table.get(dicom) or ""
+
     def load(self, split: str = "test") -> list[Study]:
         split = self.check_split(split)
         self.dropped_empty = 0  # counts this load only (finish() adds to it)
         csv_file = self.csv_path()
         rows = read_ms_cxr_csv(csv_file)
-        reports_option = self.options.get("reports")
-        findings_source = read_findings_source(Path(reports_option).expanduser()) if reports_option else None
+        findings_of = self._findings_source()
         labels, labels_file = self._labels()
         studies: list[Study] = []
         for dicom_id, image_rows in group_by_image(rows).items():
@@ -247,8 +281,8 @@ class MsCxr(DatasetAdapter):
             where = f"line {first.line} (dicom_id {dicom_id})"
             image = self.image_path(first.path, file=csv_file, record=where)
             subject_id, study_id = mimic_ids_from_path(first.path)
-            if findings_source is not None:
-                findings = findings_source.get(study_id) or findings_source.get(dicom_id) or ""
+            if findings_of is not None:
+                findings = findings_of(subject_id, study_id, dicom_id)
             else:
                 findings = phrases_as_findings([r.label_text for r in image_rows])
             study_labels = None
@@ -257,7 +291,7 @@ class MsCxr(DatasetAdapter):
                 if study_labels is None:
                     log.debug("%s: no CheXpert labels for %s/%s in %s", self.name, subject_id, study_id, labels_file)
             meta: dict[str, Any] = {"dicom_id": dicom_id, "subject_id": subject_id, "study_id": study_id,
-                                    "findings_source": "reports" if findings_source is not None else "phrases"}
+                                    "findings_source": "reports" if findings_of is not None else "phrases"}
             studies.append(Study(id=dicom_id, image_paths=[image], findings=findings, split=split,
                                  labels=study_labels, boxes=[r.to_box() for r in image_rows], meta=meta))
         return self.finish(studies, split, source=csv_file)
