@@ -111,3 +111,21 @@ def test_checkpoint_from_environment(tiny, monkeypatch: pytest.MonkeyPatch) -> N
     labeler = get_labeler("chexbert", device="cpu")
     assert labeler.checkpoint_path == checkpoint
     assert len(labeler.label(["No edema."])) == 1
+
+
+def test_official_samples_with_the_real_checkpoint() -> None:
+    """Runs only where the real chexbert.pth is configured: CheXbert's own labels of its 4
+    sample reports (chexbert_labeled_reports.csv) must come out exactly."""
+    import csv
+    import os
+
+    if not os.environ.get("BOXMED_CHEXBERT_CHECKPOINT"):
+        pytest.skip("set BOXMED_CHEXBERT_CHECKPOINT (and BOXMED_CHEXBERT_BERT or an HF cache) to run")
+    samples = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "chexpert_samples" / "chexbert_labeled_reports.csv"
+    if not samples.exists():
+        pytest.skip(f"{samples} not found")
+    with samples.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    labels = get_labeler("chexbert").label([r["Report Impression"] for r in rows])
+    for row, got in zip(rows, labels):
+        assert got == {c: None if row[c] == "" else int(float(row[c])) for c in CHEXPERT_CLASSES}

@@ -429,7 +429,12 @@ class RuleLabeler(Labeler):
     # ------------------------------------------------------------------ public
 
     def label(self, reports: list[str]) -> list[Labels]:
-        return [self.label_one(report) for report in reports]
+        from tqdm.auto import tqdm
+
+        # A progress bar only where it lasts long enough to matter (~1 s per 5,000 reports).
+        show = bool(self.options.get("progress", True)) and len(reports) >= 20000
+        return [self.label_one(report) for report in tqdm(reports, desc="CheXpert rules", unit="report",
+                                                          disable=not show)]
 
     def label_one(self, report: str) -> Labels:
         labels = blank_labels()
