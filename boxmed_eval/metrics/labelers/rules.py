@@ -250,7 +250,7 @@ _NEGATED_STATE = (r"(?:normal|unremarkable|absent|resolved|removed|cleared|gone|
                   r"not\s+evident|not\s+detected|not\s+noted|not\s+observed|not\s+apparent|not\s+visible|"
                   r"no\s+longer\s+(?:seen|visualized|visible|present|evident|identified|demonstrated|apparent)|"
                   r"not" + _ADV + r"\s+(?:enlarged|increased|widened|dilated|prominent))")
-_UNCERTAIN_STATE = (r"(?:possible|possibly\s+present|likely|probable|suspected|questioned|questionable|suspicious|"
+_UNCERTAIN_STATE = (r"(?:possible|possibly\s+present|(?:un|less\s+)?likely|probable|suspected|questioned|questionable|suspicious|"
                     r"favou?red|considered|uncertain|equivocal|indeterminate|borderline|obscured|"
                     r"(?:poorly|incompletely|not\s+well|not\s+clearly|not\s+definitely)\s+(?:seen|visualized|"
                     r"evaluated|assessed|demonstrated|identified|appreciated)|difficult\s+to\s+(?:assess|evaluate|exclude))")
@@ -262,7 +262,7 @@ PRE_NEG_UNCERTAIN = re.compile(
     r"(?:[a-z]+ly\s+)?(?:exclude|excluded|rule\s+out|ruled\s+out)\b")
 POST_NEG_UNCERTAIN = re.compile(
     r"^" + (_GAP % 6) + r"(?:"
-    r"\s*,?\s+(?:(?:is|are|was|were)\s+)?(?:not|cannot|can\s+not|can't|could\s+not|couldn't)\s+(?:be\s+)?(?:[a-z]+ly\s+)?(?:entirely\s+|completely\s+|totally\s+|definitely\s+)?(?:excluded|exclude|ruled\s+out)\b"
+    r"\s*,?\s+(?:(?:is|are|was|were)\s+)?(?:not|cannot|can\s+not|can't|could\s+not|couldn't)\s+(?:be\s+)?(?:[a-z]+ly\s+)?(?:entirely\s+|completely\s+|totally\s+|definitely\s+)?(?:excluded|exclude|ruled\s+out|assessed|evaluated)\b"
     r"|" + _COP + r"\s+(?:not\s+(?:well|clearly|definitely)|poorly|incompletely)\s+(?:seen|visualized|evaluated|assessed|appreciated|demonstrated|identified)\b"
     r"|\s*,?\s+(?:(?:is|are|was|were)\s+)?not\s+(?:visualized|appreciated)\b"
     r")")
@@ -534,6 +534,8 @@ class RuleLabeler(Labeler):
         return None, weak
 
     def _decide(self, kind: str, pre: str, post: str, pre_cues: list[tuple[int, int, str, str]]) -> int | None:
+        if post.startswith(":"):  # "heart: normal size"
+            post = post[1:]
         cue, weak_pre = self._pre_cue(pre, pre_cues)
         if cue == "pnu" or POST_NEG_UNCERTAIN.match(post):
             return UNCERTAIN
