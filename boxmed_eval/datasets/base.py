@@ -88,7 +88,9 @@ class DatasetAdapter(ABC):
         return str(path)
 
     def finish(self, studies: list[Study], split: str, *, source: object) -> list[Study]:
-        """Drop studies with empty findings (counted and logged) and reject duplicate ids."""
+        """Drop studies with empty findings (counted in ``dropped_empty`` for this load, and
+        logged) and reject duplicate ids."""
+        self.dropped_empty = 0
         kept: list[Study] = []
         seen: set[str] = set()
         for study in studies:

@@ -945,7 +945,6 @@ class Demo(DatasetAdapter):
 
     def load(self, split: str = "test") -> list[Study]:
         split = self.check_split(split)
-        self.dropped_empty = 0  # counts this load only (finish() adds to it)
         root = self.data_root
         annotation = root / ANNOTATION_FILE
         labels = read_chexpert_labels(root / CHEXPERT_FILE, key_columns=("subject_id", "study_id"))

@@ -174,7 +174,6 @@ class LatteCXR(DatasetAdapter):
 
     def load(self, split: str = "test") -> list[Study]:
         split = self.check_split(split)
-        self.dropped_empty = 0
         box_csv = self._box_csv()
         frame = read_table(box_csv, (), what="LATTE-CXR box-statement CSV",
                            fix=f"use bbox_statement.csv from LATTE-CXR ({LATTE_URL})")

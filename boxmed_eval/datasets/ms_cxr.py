@@ -268,7 +268,6 @@ class MsCxr(DatasetAdapter):
 
     def load(self, split: str = "test") -> list[Study]:
         split = self.check_split(split)
-        self.dropped_empty = 0  # counts this load only (finish() adds to it)
         csv_file = self.csv_path()
         rows = read_ms_cxr_csv(csv_file)
         findings_of = self._findings_source()
