@@ -249,8 +249,8 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 class _Jvm:
     """One ``meteor-1.5.jar -stdio`` process."""
 
-    def __init__(self, java: str, jar_dir: Path, extra_args: list[str], memory: str) -> None:
-        cmd = [java, *_JVM_LOCALE, "-jar", f"-Xmx{memory}", "meteor-1.5.jar", "-", "-", "-stdio",
+    def __init__(self, java: str, jar_dir: Path, extra_args: list[str], memory: str, jvm_flags: list[str]) -> None:
+        cmd = [java, *_JVM_LOCALE, *jvm_flags, "-jar", f"-Xmx{memory}", "meteor-1.5.jar", "-", "-", "-stdio",
                "-l", "en", "-norm", *extra_args]
         self.proc = subprocess.Popen(cmd, cwd=jar_dir, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE)
@@ -319,9 +319,28 @@ class _Jvm:
                 pass
 
 
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def default_shards(n_segments: int) -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cores, 8, n_segments // 400 or 1))
+    """One JVM per spare core (one core is left to the Python scorers running meanwhile), at
+    least ~1,000 segments each: a JVM costs about half a second of start-up and warm-up."""
+    return max(1, min(available_cores() - 1, 8, n_segments // 1000))
+
+
+# Measured on 3,858 report pairs: the C2 JIT compiler costs more CPU than it saves on a few
+# thousand segments (8.5 s -> 5.2 s of CPU with C1 only); on long runs it pays off. The serial
+# collector avoids parallel GC threads competing with the other scorers. Scores are unaffected
+# (Java floating point is strict; checked by the tests).
+_C1_ONLY_BELOW_SEGMENTS = 20_000
+
+
+def jvm_flags(segments_per_jvm: int) -> list[str]:
+    flags = ["-XX:+UseSerialGC"]
+    if segments_per_jvm < _C1_ONLY_BELOW_SEGMENTS:
+        flags.append("-XX:TieredStopAtLevel=1")
+    return flags
 
 
 def compute_meteor(references: Sequence[str], hypotheses: Sequence[str], *, shards: int | None = None,
@@ -356,7 +375,8 @@ def compute_meteor(references: Sequence[str], hypotheses: Sequence[str], *, shar
     n_shards = max(1, min(shards or default_shards(len(refs)), len(refs)))
     java = java_executable()
     assert java is not None
-    jvms = [_Jvm(java, jar_dir, extra, memory) for _ in range(n_shards)]
+    flags = jvm_flags(-(-len(refs) // n_shards))
+    jvms = [_Jvm(java, jar_dir, extra, memory, flags) for _ in range(n_shards)]
     try:
         bounds = np.linspace(0, len(refs), n_shards + 1).astype(int)
         shard_stats: list[list[str]] = [[] for _ in jvms]
