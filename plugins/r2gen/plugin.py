@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,8 @@ class R2GenPlugin(ReportGenerator):
 
         requested = self.device_name or (context.device if context and context.device != "cpu" else None)
         if requested is None:
-            requested = "cuda" if torch.cuda.is_available() else "cpu"
+            # Under torchrun / accelerate launch each rank takes its own GPU.
+            requested = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(requested)
         self.loaded = load_model(self.checkpoint, tokenizer_path=self.tokenizer_path, dataset_name=self.dataset_name,
                                  threshold=self.threshold, overrides=self.overrides)
