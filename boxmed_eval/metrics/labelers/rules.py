@@ -76,6 +76,8 @@ _W = r"[a-z\-]*"  # word continuation (the CheXpert labeler matches stems: "atel
 
 MENTIONS: dict[str, list[tuple[str, str]]] = {
     "Enlarged Cardiomediastinum": [
+        ("finding", r"\b(?:cardio)?mediastinal\s+(?:widening|enlargement)\b"),
+        ("finding", r"\b(?:widening|enlargement)\s+of\s+the\s+(?:cardio)?mediastinum\b"),
         ("anatomy", r"\bcardiomediastinum\b"),
         ("anatomy", r"\bmediastinum\b"),
         ("anatomy", r"\b(?:cardio)?mediastinal\s+(?:silhouettes?|contours?|configuration|shadow|width|structures?|size)\b"),
@@ -332,7 +334,7 @@ POST_NEG = re.compile(
     r"not\s+(?:seen|identified|present|demonstrated|evident|enlarged))\b)")
 POST_UNC = re.compile(
     r"^(?:" + (_GAP % 6) + _COP + _ADV + r"\s+" + _UNCERTAIN_STATE +
-    r"|" + (_GAP % 6) + r"\s*,?\s+(?:may|might|could|can)\s+(?:also\s+)?(?:be\s+)?(?:[a-z]+ly\s+)?(?:present|seen|noted|enlarged|developing|considered|possible|there)\b"
+    r"|" + (_GAP % 6) + r"\s*,?\s+(?:may|might|could|can)\s+(?:also\s+)?(?:be\s+)?(?:[a-z]+ly\s+)?(?:present|seen|noted|enlarged|widened|prominent|increased|developing|considered|possible|there)\b"
     r"|(?:\s+[\w\-]+){0,2}?\s+(?:is\s+|are\s+)?(?:suspected|questioned|possible|likely|obscured)\b)")
 # CheXpert: a stable / unchanged heart size or cardiomediastinal silhouette is uncertain.
 ANATOMY_STABLE_PRE = re.compile(r"\b(?:stable|unchanged|similar)\s+(?:[\w\-]+\s+){0,2}$")
