@@ -595,12 +595,13 @@ class R2GenModel(nn.Module):
         concatenated along the patch axis (IU X-Ray: frontal + lateral)."""
         if images.dim() == 4:
             images = images.unsqueeze(1)
-        batch_size, views = images.shape[:2]
+        views = images.shape[1]
         if views != self.config.num_views:
             raise DataError(f"{self.config.dataset_name} model expects {self.config.num_views} view(s) per study, "
                             f"got {views}")
-        patch_feats, _ = self.visual_extractor(images.flatten(0, 1))
-        return patch_feats.reshape(batch_size, views * patch_feats.size(1), patch_feats.size(2))
+        # One pass per view, as upstream: in training, BatchNorm statistics are then per view
+        # (frontal and lateral images differ), not pooled over both.
+        return torch.cat([self.visual_extractor(images[:, view])[0] for view in range(views)], dim=1)
 
     def forward(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return self.encoder_decoder(self.image_features(images), targets)
