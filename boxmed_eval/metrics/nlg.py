@@ -55,12 +55,18 @@ def bleu_scores(references: list[str], hypotheses: list[str], n: int = 4) -> tup
     total_test = total_ref = 0
     total_guess = [0] * n
     total_correct = [0] * n
+    cache: dict[str, tuple[int, list[Counter]]] = {}
+
+    def counts_of(text: str) -> tuple[int, list[Counter]]:
+        found = cache.get(text)
+        if found is None:
+            words = text.split()
+            found = cache[text] = (len(words), _ngram_counts(words, n))
+        return found
+
     for ref, hyp in zip(references, hypotheses):
-        ref_words = ref.split()
-        hyp_words = hyp.split()
-        ref_len, test_len = len(ref_words), len(hyp_words)
-        ref_counts = _ngram_counts(ref_words, n)
-        hyp_counts = _ngram_counts(hyp_words, n)
+        ref_len, ref_counts = counts_of(ref)
+        test_len, hyp_counts = counts_of(hyp)
         guess = [max(0, test_len - k + 1) for k in range(1, n + 1)]
         correct = []
         for k in range(n):
@@ -135,64 +141,81 @@ def rouge_l_scores(references: list[str], hypotheses: list[str]) -> tuple[float,
 # ---------------------------------------------------------------------------- CIDEr (pycocoevalcap)
 
 
+def _merged_ngrams(text: str, n: int) -> dict[tuple[str, ...], int]:
+    """pycocoevalcap's ``precook``: 1..n-gram counts, unigrams first, each in first-occurrence order."""
+    merged: dict[tuple[str, ...], int] = {}
+    for counter in _ngram_counts(text.split(), n):
+        merged.update(counter)
+    return merged
+
+
 def cider_scores(references: list[str], hypotheses: list[str], n: int = 4,
                  sigma: float = 6.0) -> tuple[float, list[float]]:
-    """pycocoevalcap ``Cider().compute_score`` with one reference per segment."""
-    ref_counts = []
-    for ref in references:
-        merged: dict[tuple[str, ...], int] = {}
-        for counter in _ngram_counts(ref.split(), n):
-            merged.update(counter)
-        ref_counts.append(merged)
+    """pycocoevalcap ``Cider().compute_score`` with one reference per segment.
+
+    Same operations in the same order as ``CiderScorer.compute_cider``, on Python floats
+    (IEEE doubles like numpy's scalars; ``pow`` and ``sqrt`` are the same C functions), with
+    ``np.log`` evaluated once per distinct document frequency and each distinct text vectorised
+    once.
+    """
+    counts_cache: dict[str, dict[tuple[str, ...], int]] = {}
+
+    def counts_of(text: str) -> dict[tuple[str, ...], int]:
+        found = counts_cache.get(text)
+        if found is None:
+            found = counts_cache[text] = _merged_ngrams(text, n)
+        return found
+
+    ref_counts = [counts_of(ref) for ref in references]
     document_frequency: Counter = Counter()
     for counts in ref_counts:
         document_frequency.update(counts.keys())
     if not document_frequency:
         raise ValueError("all references are empty")
     ref_len = np.log(float(len(ref_counts)))
-    log_df: dict[int, Any] = {}
+    # pycocoevalcap: float(tf) * (ref_len - np.log(max(1.0, df))), df a float count (0 if unseen)
+    idf_by_df = {df: float(ref_len - np.log(max(1.0, float(df))))
+                 for df in set(document_frequency.values()) | {0}}
+    idf = {ngram: idf_by_df[df] for ngram, df in document_frequency.items()}
+    unseen_idf = idf_by_df[0]
+    vec_cache: dict[str, tuple[list[dict], list[float], int]] = {}
 
-    def idf_term(ngram: tuple[str, ...]) -> Any:
-        df = document_frequency.get(ngram, 0)
-        value = log_df.get(df)
-        if value is None:
-            value = log_df[df] = ref_len - np.log(max(1.0, float(df)))
-        return value
-
-    def counts2vec(counts: dict[tuple[str, ...], int]) -> tuple[list[dict], list[float], int]:
+    def vector_of(text: str) -> tuple[list[dict], list[float], int]:
+        found = vec_cache.get(text)
+        if found is not None:
+            return found
         vec: list[dict] = [{} for _ in range(n)]
         norm = [0.0] * n
         length = 0
-        for ngram, term_freq in counts.items():
+        for ngram, term_freq in counts_of(text).items():
             k = len(ngram) - 1
-            value = float(term_freq) * idf_term(ngram)
+            value = float(term_freq) * idf.get(ngram, unseen_idf)
             vec[k][ngram] = value
             norm[k] += pow(value, 2)
             if k == 1:  # pycocoevalcap counts the length in bigrams
                 length += term_freq
-        return vec, [np.sqrt(x) for x in norm], length
+        found = vec_cache[text] = (vec, [math.sqrt(x) for x in norm], length)
+        return found
 
     penalty_denominator = 2 * sigma ** 2
     scores = []
-    for hyp, ref in zip(hypotheses, ref_counts):
-        hyp_merged: dict[tuple[str, ...], int] = {}
-        for counter in _ngram_counts(hyp.split(), n):
-            hyp_merged.update(counter)
-        vec, norm, length = counts2vec(hyp_merged)
-        vec_ref, norm_ref, length_ref = counts2vec(ref)
+    for hyp, ref in zip(hypotheses, references):
+        vec, norm, length = vector_of(hyp)
+        vec_ref, norm_ref, length_ref = vector_of(ref)
         delta = float(length - length_ref)
-        val = np.array([0.0] * n)
+        penalty = np.e ** (-(delta ** 2) / penalty_denominator)
+        val = []
         for k in range(n):
-            total = val[k]
+            total = 0.0
             ref_k = vec_ref[k]
             for ngram, value in vec[k].items():
                 ref_value = ref_k.get(ngram, 0.0)
                 total += min(value, ref_value) * ref_value
-            val[k] = total
             if norm[k] != 0 and norm_ref[k] != 0:
-                val[k] /= norm[k] * norm_ref[k]
-            val[k] *= np.e ** (-(delta ** 2) / penalty_denominator)
-        score = np.array([0.0] * n) + val
+                total /= norm[k] * norm_ref[k]
+            total *= penalty
+            val.append(total)
+        score = np.array([0.0] * n) + np.array(val)
         score_avg = np.mean(score)
         score_avg /= 1  # one reference per segment
         score_avg *= 10.0
@@ -285,6 +308,7 @@ class NLGMetrics(Metric):
     needs = f"pycocoevalcap, rouge-score; METEOR needs a Java runtime ({JAVA_INSTALL_HINT})"
     provides = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider",
                 "rouge1_f", "rouge2_f", "rougeL_f")
+    background = True  # METEOR's JVMs run while the other families compute
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -296,13 +320,58 @@ class NLGMetrics(Metric):
         self.rouge_stemmer = _as_bool(options.get("rouge_stemmer", True))
         self.exact_backend = _as_bool(options.get("exact_backend", False))
 
+        self._started: tuple[dict[str, str], dict[str, str], list[str], list[str]] | None = None
+        self._meteor_future: concurrent.futures.Future | None = None
+        self._meteor_skip_reason = ""
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def _prepare(self, references: dict[str, str], hypotheses: dict[str, str]) -> tuple[list[str], list[str]]:
+        clean = get_preprocessor(self.preprocess)
+        refs = [clean(references[i] if isinstance(references[i], str) else "") for i in references]
+        hyps = [clean(hypotheses[i] if isinstance(hypotheses.get(i), str) else "") for i in references]
+        return refs, hyps
+
+    def start(self, references: dict[str, str], hypotheses: dict[str, str], *,
+              studies: dict[str, Study] | None = None,
+              predictions: dict[str, Prediction] | None = None) -> None:
+        """Preprocess and launch METEOR's JVMs in the background: they work while the Python
+        scorers (and the other metric families) run."""
+        refs, hyps = self._prepare(references, hypotheses)
+        self._started = (references, hypotheses, refs, hyps)
+        ok, reason = meteor_available()
+        if not ok:
+            self._meteor_skip_reason = reason
+            return
+        if not refs:
+            return
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="meteor")
+        self._meteor_future = self._pool.submit(
+            compute_meteor, refs, hyps, shards=self.meteor_shards, filter_paraphrases=self.filter_paraphrases,
+            timeout=self.meteor_timeout)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            # compute_meteor kills its JVMs when it returns or times out
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self._meteor_future = None
+        self._started = None
+
     def compute(self, references: dict[str, str], hypotheses: dict[str, str], *,
                 studies: dict[str, Study] | None = None,
                 predictions: dict[str, Prediction] | None = None) -> MetricResult:
+        if self._started is None or self._started[0] is not references or self._started[1] is not hypotheses:
+            self.close()
+            self.start(references, hypotheses)
+        try:
+            return self._compute_started()
+        finally:
+            self.close()
+
+    def _compute_started(self) -> MetricResult:
+        assert self._started is not None
+        references, _, refs, hyps = self._started
         ids = list(references)
-        clean = get_preprocessor(self.preprocess)
-        refs = [clean(references[i] if isinstance(references[i], str) else "") for i in ids]
-        hyps = [clean(hypotheses[i] if isinstance(hypotheses.get(i), str) else "") for i in ids]
         result = MetricResult(conventions={
             "nlg_preprocessing": self.preprocess,
             "nlg_backend": "pycocoevalcap 1.2 (exact re-implementation)" if not self.exact_backend else "pycocoevalcap 1.2",
@@ -313,28 +382,18 @@ class NLGMetrics(Metric):
         if not ids:
             result.messages.append("nlg: no studies to score")
             return result
-
-        # METEOR runs in its own JVMs; start it first so that it overlaps the Python scorers.
-        ok, reason = meteor_available()
-        meteor_future = None
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="meteor")
-        if ok:
-            meteor_future = pool.submit(compute_meteor, refs, hyps, shards=self.meteor_shards,
-                                        filter_paraphrases=self.filter_paraphrases, timeout=self.meteor_timeout)
-        else:
-            result.messages.append(f"metric meteor skipped: {reason}; the other NLG metrics were computed")
-        try:
-            self._python_scores(ids, refs, hyps, result)
-            if meteor_future is not None:
-                try:
-                    corpus, per = meteor_future.result()
-                except (MeteorError, MissingResourceError) as exc:
-                    result.messages.append(f"metric meteor skipped: {exc}; the other NLG metrics were computed")
-                else:
-                    result.corpus["meteor"] = float(corpus)
-                    result.per_sample["meteor"] = dict(zip(ids, map(float, per)))
-        finally:
-            pool.shutdown(wait=True)
+        if self._meteor_skip_reason:
+            result.messages.append(f"metric meteor skipped: {self._meteor_skip_reason}; "
+                                   "the other NLG metrics were computed")
+        self._python_scores(ids, refs, hyps, result)
+        if self._meteor_future is not None:
+            try:
+                corpus, per = self._meteor_future.result()
+            except (MeteorError, MissingResourceError) as exc:
+                result.messages.append(f"metric meteor skipped: {exc}; the other NLG metrics were computed")
+            else:
+                result.corpus["meteor"] = float(corpus)
+                result.per_sample["meteor"] = dict(zip(ids, map(float, per)))
         return result
 
     def _python_scores(self, ids: list[str], refs: list[str], hyps: list[str], result: MetricResult) -> None:
