@@ -19,6 +19,7 @@ Example TOML (every key optional)::
     [mcl]
     learning_rate = 1e-4
     epochs = 2
+    grounding_warmup = false     # demo choice: add SVR-format rows to the MCL mix
     [svr]
     num_generations = 8
     [adapter]
@@ -47,6 +48,12 @@ class MCLConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 0
     max_steps: int = -1  # > 0 overrides epochs (quick runs, tests)
+    # Demo choice, NOT the paper: also train on the SVR task's exact answer format (one row per
+    # finding phrase with a box: SVR prompt -> "<think>chain</think><answer>(x1,y1),(x2,y2)</answer>").
+    # The paper's MCL teaches concept chains only and relies on a pretrained Qwen2-VL that
+    # already grounds; a randomly initialised model never samples a parsable box, so every GRPO
+    # group scores 0 and SVR gets no learning signal (see boxmed_model/DEMO_RESULTS.md).
+    grounding_warmup: bool = False
 
 
 @dataclass
@@ -71,6 +78,7 @@ class AdapterConfig:
     lr_scheduler: str = "cosine"
     per_device_batch_size: int = 1
     gradient_accumulation_steps: int = 1
+    warmup_steps: int = 0
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05

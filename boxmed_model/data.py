@@ -11,6 +11,8 @@ Rows are TRL's conversational prompt-completion format, with the image in ``imag
 (SFT) or ``image`` (GRPO):
 
 * MCL: ``prompt`` = MCL prompt, ``completion`` = CoT target (:mod:`boxmed_model.cot`).
+  With ``grounding_warmup`` (a demo choice, not the paper's): also one row per SVR query,
+  ``prompt`` = SVR prompt, ``completion`` = :func:`grounding_target` (the SVR answer format).
 * SVR: one row per (study, phrase): ``prompt`` = SVR prompt of the phrase, ``image``,
   ``solution`` = the phrase's ground-truth boxes as 0..1000 corner lists.
 * Adapter: ``prompt`` = report prompt, ``completion`` = findings text.
@@ -27,7 +29,7 @@ from boxmed_eval.errors import DataError
 from boxmed_eval.records import Box, Study
 from boxmed_eval.text import normalize_text
 from boxmed_model import cot, prompts
-from boxmed_model.rewards import to_qwen
+from boxmed_model.rewards import format_box, to_qwen
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,22 @@ def mcl_rows(studies: list[Study], scale: float = 0.25) -> list[dict[str, Any]]:
         rows.append({"id": study.id, "prompt": prompts.mcl_messages(), "completion": [prompts.assistant_turn(target)],
                      "images": [image]})
     return rows
+
+
+def grounding_target(phrase: str, solution: list[list[float]]) -> str:
+    """The SVR answer format with the ground truth: the phrase's concept chain in ``<think>``,
+    its box(es) in ``<answer>`` (what R_format = 1 and R_IoU = 1 reward)."""
+    boxes = ",".join(format_box(box) for box in solution)
+    return (f"{prompts.THINK_OPEN}\n{cot.render_svr_think(phrase)}\n{prompts.THINK_CLOSE}\n"
+            f"{prompts.ANSWER_OPEN}{boxes}{prompts.ANSWER_CLOSE}")
+
+
+def grounding_warmup_rows(studies: list[Study], scale: float = 0.25) -> list[dict[str, Any]]:
+    """SFT rows (MCL format) that teach the SVR answer format: one per finding phrase with boxes."""
+    return [{"id": row["id"], "prompt": row["prompt"],
+             "completion": [prompts.assistant_turn(grounding_target(row["phrase"], row["solution"]))],
+             "images": [row["image"]]}
+            for row in svr_rows(studies, scale)]
 
 
 def svr_rows(studies: list[Study], scale: float = 0.25) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ Generation::
 ``weights`` is the output directory of ``boxmed-eval train boxmedrl`` (it holds
 ``boxmedrl.json``: base + phase-I weights + adapter), or any Qwen2-VL model directory / HF
 hub id (from the local HF cache, e.g. ``Qwen/Qwen2-VL-2B-Instruct``, the documented base),
-or ``tiny`` (an untrained tiny model, for tests).
+or ``tiny`` / ``small`` (an untrained preset model: tests, the untrained demo baseline).
 
 Modes: ``report`` (default) writes the findings with the phase-II model (base + phase I +
 adapter). ``grounded`` also returns, with the adapter switched off (the phase-I model that
@@ -45,11 +45,11 @@ log = logging.getLogger(__name__)
 
 def resolve_weights(weights: str) -> dict[str, Any]:
     """What to load for ``weights``: ``{"base", "phase1", "adapter", "adapter_kind", "manifest"}``."""
-    from boxmed_model.tiny import TINY_PRESET, resolve_base
+    from boxmed_model.tiny import PRESETS, resolve_base
     from boxmed_model.train import MANIFEST, read_manifest
 
-    if weights == TINY_PRESET:
-        path = resolve_base(TINY_PRESET)
+    if weights in PRESETS:
+        path = resolve_base(weights)
         return {"base": path, "phase1": None, "adapter": None, "adapter_kind": None, "manifest": None}
     root = Path(weights).expanduser()
     if (root / MANIFEST).is_file():
@@ -75,7 +75,7 @@ class BoxMedRL(ReportGenerator):
     needs = ("weights=DIR from `boxmed-eval train boxmedrl` (or a Qwen2-VL dir / HF id such as "
              "Qwen/Qwen2-VL-2B-Instruct in the local HF cache, or `tiny`); torch, transformers, peft")
     arguments: ClassVar[dict[str, str]] = {
-        "weights": "trained run directory, Qwen2-VL model dir/HF id, or `tiny` (required)",
+        "weights": "trained run directory, Qwen2-VL model dir/HF id, or `tiny`/`small` (required)",
         "mode": "report (default) | grounded (adds reasoning chains and boxes)",
         "batch_size": "studies per generate() call inside the plugin (default 8)",
         "max_new_tokens": "report length cap in tokens (default 128)",
@@ -214,7 +214,7 @@ def _load_studies(name: str, data_root: str | None, split: str, limit: int | Non
 @click.command("boxmedrl")
 @click.option("--stage", type=click.Choice(["mcl", "svr", "adapter", "all"]), default="all", show_default=True,
               help="Phase I.1 MCL, phase I.2 SVR, phase II adapter, or all in order (ablations honoured).")
-@click.option("--base", required=True, help="`tiny` (random tiny Qwen2-VL, CPU), a Qwen2-VL model directory, or an "
+@click.option("--base", required=True, help="`tiny` / `small` (random small Qwen2-VL presets, CPU), a Qwen2-VL model directory, or an "
               "HF id in the local cache (documented: Qwen/Qwen2-VL-2B-Instruct).")
 @click.option("--dataset", required=True, help="Report dataset for MCL and the adapter (e.g. mimic_cxr, iu_xray, demo).")
 @click.option("--data-root", default=None, help="Data root of --dataset.")
@@ -244,7 +244,7 @@ def train_command(stage: str, base: str, dataset: str, data_root: str | None, sv
     from dataclasses import replace
 
     from boxmed_model.config import PipelineConfig
-    from boxmed_model.tiny import TINY_PRESET, build_tiny_base
+    from boxmed_model.tiny import PRESETS, build_tiny_base
     from boxmed_model.train import run_pipeline
 
     cfg = PipelineConfig.from_toml(config_file) if config_file else PipelineConfig()
@@ -258,7 +258,8 @@ def train_command(stage: str, base: str, dataset: str, data_root: str | None, sv
     if num_generations is not None:
         cfg = replace(cfg, svr=replace(cfg.svr, num_generations=num_generations))
     needs_reports = stage in ("mcl", "adapter", "all")
-    needs_grounding = stage == "svr" or (stage == "all" and cfg.use_svr)
+    needs_grounding = (stage == "svr" or (stage == "all" and cfg.use_svr)
+                       or (stage in ("mcl", "all") and cfg.use_mcl and cfg.mcl.grounding_warmup))
     reports = _load_studies(dataset, data_root, split, limit) if needs_reports else None
     grounding = None
     if needs_grounding:
@@ -266,12 +267,12 @@ def train_command(stage: str, base: str, dataset: str, data_root: str | None, sv
                      else reports if reports is not None else _load_studies(dataset, data_root, split, limit))
     out = Path(output)
     base_path = base
-    if base == TINY_PRESET:
-        base_path = str(out / "tiny_base")
+    if base in PRESETS:
+        base_path = str(out / f"{base}_base")
         if not (Path(base_path) / "config.json").is_file():
             texts = [s.findings for s in (reports or grounding or [])]
-            build_tiny_base(base_path, texts)
-            click.echo(f"built the tiny base preset in {base_path}")
+            build_tiny_base(base_path, texts, preset=base)
+            click.echo(f"built the {base} base preset in {base_path}")
     manifest = run_pipeline(stage, base_path, cfg, out, report_studies=reports, grounding_studies=grounding,
                             base_label=base)
     click.echo(json.dumps({name: entry.get("summary") for name, entry in manifest["stages"].items()}, indent=2))

@@ -25,46 +25,43 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from boxmed_eval import boxes
+from boxmed_eval.records import Box
+
 # Visual-RFT's format check, verbatim.
 FORMAT_RE = re.compile(r"<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL)
 ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 THINK_RE = re.compile(r"<think>(.*?)</think>", re.DOTALL)
-_NUM = r"\s*(-?\d+(?:\.\d+)?)\s*"
-BOX_RE = re.compile(rf"\({_NUM},{_NUM}\)\s*,?\s*\({_NUM},{_NUM}\)")
 
 Corners = tuple[float, float, float, float]
 
 
 # -------------------------------------------------------------------- box helpers
 
+def _ordered(box: Sequence[float]) -> Box:
+    """Corners -> a harness ``Box`` with x1 <= x2, y1 <= y2 (a model may write them swapped)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return Box(min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2))
+
+
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Eq. 6 on corner boxes ``(x1, y1, x2, y2)``; 0 for empty unions or no overlap."""
-    ax1, ay1, ax2, ay2 = (float(v) for v in a)
-    bx1, by1, bx2, by2 = (float(v) for v in b)
-    ax1, ax2 = min(ax1, ax2), max(ax1, ax2)  # a model may write the corners swapped
-    ay1, ay2 = min(ay1, ay2), max(ay1, ay2)
-    iw = min(ax2, bx2) - max(ax1, bx1)
-    ih = min(ay2, by2) - max(ay1, by1)
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
-    return float(inter / union) if union > 0 else 0.0
+    """Eq. 6 on corner boxes ``(x1, y1, x2, y2)`` (the harness's :func:`boxmed_eval.boxes.iou`);
+    0 for empty unions or no overlap."""
+    return float(boxes.iou(_ordered(a), _ordered(b)))
 
 
 def parse_boxes(text: str) -> list[Corners]:
-    """Every ``(x1,y1),(x2,y2)`` in ``text`` (Qwen's ``<|box_start|>`` wrappers tolerated)."""
-    boxes = []
-    for match in BOX_RE.finditer(text):
-        x1, y1, x2, y2 = (float(v) for v in match.groups())
-        boxes.append((min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)))
-    return boxes
+    """Every ``(x1,y1),(x2,y2)`` in ``text`` (Qwen's ``<|box_start|>`` wrappers tolerated), corners ordered."""
+    found = []
+    for corners in boxes.parse_box_strings(text):
+        box = _ordered(corners)
+        found.append((box.x1, box.y1, box.x2, box.y2))
+    return found
 
 
 def format_box(box: Sequence[float]) -> str:
     """``(x1,y1),(x2,y2)`` with integer 0..1000 coordinates."""
-    x1, y1, x2, y2 = (int(round(float(v))) for v in box)
-    return f"({x1},{y1}),({x2},{y2})"
+    return boxes.format_box_string(float(v) for v in box)
 
 
 def to_qwen(box: Sequence[float], width: float, height: float) -> Corners:

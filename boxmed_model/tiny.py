@@ -3,8 +3,10 @@
 ``tiny`` is a randomly initialised Qwen2-VL built from a config (2 text layers, hidden 64,
 2 vision blocks) with a byte-level BPE tokenizer trained on report text and the Qwen chat
 special tokens, so the whole pipeline (MCL -> SVR -> adapter -> plugin) runs on a CPU in
-seconds. It is saved as a normal model directory because TRL's GRPOTrainer rebuilds the
-frozen reference model from the policy's path.
+seconds (tests). ``small`` (4 text layers, hidden 256, 5M parameters) is the same recipe
+with enough capacity to actually learn the demo data on a CPU in minutes (the demo run of
+``boxmed_model/DEMO_RESULTS.md``). Presets are saved as normal model directories because
+TRL's GRPOTrainer rebuilds the frozen reference model from the policy's path.
 
 Without torchvision (CPU builds here), ``Qwen2VLProcessor`` cannot be built because it
 insists on a video processor that needs torchvision; :class:`ImageOnlyQwen2VLProcessor`
@@ -46,6 +48,12 @@ TINY_CHAT_TEMPLATE = (
 )
 
 TINY_PRESET = "tiny"
+SMALL_PRESET = "small"
+# name -> tiny_config() keyword arguments (random init; architecture only, no weights)
+PRESETS: dict[str, dict[str, int]] = {
+    TINY_PRESET: {"hidden": 64, "layers": 2, "heads": 4, "kv_heads": 2, "vision_depth": 2},
+    SMALL_PRESET: {"hidden": 256, "layers": 4, "heads": 4, "kv_heads": 2, "vision_depth": 2},
+}
 DOCUMENTED_BASE = "Qwen/Qwen2-VL-2B-Instruct"
 
 
@@ -176,8 +184,9 @@ DEFAULT_CORPUS = (
 
 
 def build_tiny_base(out_dir: str | os.PathLike[str], texts: Iterable[str] = (), *, seed: int = 0,
-                    vocab_size: int = 1024, hidden: int = 64, layers: int = 2) -> Path:
-    """Write the ``tiny`` preset (model, tokenizer, processor) to ``out_dir`` and return it.
+                    vocab_size: int = 1024, hidden: int = 64, layers: int = 2, preset: str | None = None) -> Path:
+    """Write the ``tiny`` preset (model, tokenizer, processor) to ``out_dir`` and return it;
+    ``preset`` (a :data:`PRESETS` name) overrides ``hidden``/``layers`` with that preset's sizes.
 
     ``texts`` (e.g. the demo dataset's findings and the prompt templates) train the BPE; a
     built-in corpus is always added so the vocabulary covers the prompt words.
@@ -193,7 +202,8 @@ def build_tiny_base(out_dir: str | os.PathLike[str], texts: Iterable[str] = (), 
     corpus = [DEFAULT_CORPUS, *prompts.all_template_texts(), *texts]
     tokenizer = train_tokenizer(corpus, vocab_size=vocab_size)
     torch.manual_seed(seed)
-    config = tiny_config(len(tokenizer), hidden=hidden, layers=layers, tokenizer=tokenizer)
+    sizes = dict(PRESETS[preset]) if preset else {"hidden": hidden, "layers": layers}
+    config = tiny_config(len(tokenizer), tokenizer=tokenizer, **sizes)
     model = Qwen2VLForConditionalGeneration(config)
     model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -203,17 +213,17 @@ def build_tiny_base(out_dir: str | os.PathLike[str], texts: Iterable[str] = (), 
                                              chat_template=TINY_CHAT_TEMPLATE)
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    (out / "boxmed_preset.json").write_text(json.dumps({"preset": TINY_PRESET, "seed": seed}) + "\n")
+    (out / "boxmed_preset.json").write_text(json.dumps({"preset": preset or TINY_PRESET, "seed": seed, **sizes}) + "\n")
     return out
 
 
 def resolve_base(base: str, *, cache_dir: str | os.PathLike[str] | None = None, texts: Iterable[str] = ()) -> str:
-    """``tiny`` -> a built tiny model directory (under ``cache_dir``); anything else is a
-    local model directory or an HF hub id used as is (e.g. ``Qwen/Qwen2-VL-2B-Instruct``)."""
-    if base != TINY_PRESET:
+    """``tiny`` / ``small`` -> a built preset model directory (under ``cache_dir``); anything
+    else is a local model directory or an HF hub id used as is (e.g. ``Qwen/Qwen2-VL-2B-Instruct``)."""
+    if base not in PRESETS:
         return base
     root = Path(cache_dir) if cache_dir else Path(os.environ.get("BOXMED_CACHE", Path.home() / ".cache" / "boxmed_eval"))
-    target = root / "tiny-qwen2vl"
+    target = root / ("tiny-qwen2vl" if base == TINY_PRESET else f"{base}-qwen2vl")
     if not (target / "config.json").is_file():
-        build_tiny_base(target, texts)
+        build_tiny_base(target, texts, preset=base)
     return str(target)

@@ -147,15 +147,21 @@ def _sft_args(cfg: PipelineConfig, stage_cfg: Any, out: Path) -> Any:
 
 # ------------------------------------------------------------------------- stages
 
-def run_mcl(start: str, studies: list[Study], cfg: PipelineConfig, out_dir: str | os.PathLike[str]) -> StageResult:
-    """Phase I.1: SFT of the whole model on the CoT targets (Eq. 1)."""
+def run_mcl(start: str, studies: list[Study], cfg: PipelineConfig, out_dir: str | os.PathLike[str], *,
+            grounding_studies: list[Study] | None = None) -> StageResult:
+    """Phase I.1: SFT of the whole model on the CoT targets (Eq. 1); with
+    ``cfg.mcl.grounding_warmup`` also on SVR-format answers of ``grounding_studies`` (default
+    ``studies``; a demo choice, see :class:`boxmed_model.config.MCLConfig`)."""
     from trl import SFTTrainer
 
     out = Path(out_dir) / "mcl"
     if (out / "final" / "config.json").is_file():
         return StageResult("mcl", str(out / "final"), skipped=True)
     processor = load_processor(start)
-    dataset = stage_data.to_dataset(stage_data.mcl_rows(studies, cfg.image_scale)).remove_columns(["id"])
+    rows = stage_data.mcl_rows(studies, cfg.image_scale)
+    if cfg.mcl.grounding_warmup:
+        rows += stage_data.grounding_warmup_rows(grounding_studies or studies, cfg.image_scale)
+    dataset = stage_data.to_dataset(rows).remove_columns(["id"])
     model = load_model(start, cfg)
     trainer = SFTTrainer(model=model, args=_sft_args(cfg, cfg.mcl, out), train_dataset=dataset,
                          processing_class=processor)
@@ -303,7 +309,7 @@ def run_pipeline(stage: str, base: str, cfg: PipelineConfig, out_dir: str | os.P
     for name in todo:
         if name == "mcl":
             start = base
-            result = run_mcl(start, _need(report_studies, "mcl"), cfg, out)
+            result = run_mcl(start, _need(report_studies, "mcl"), cfg, out, grounding_studies=grounding_studies)
         elif name == "svr":
             start = stage_path("mcl") or base
             result = run_svr(start, _need(grounding_studies, "svr"), cfg, out)

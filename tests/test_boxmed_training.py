@@ -196,8 +196,7 @@ def test_train_and_chains_cli(tmp_path: Path) -> None:
     from boxmed_eval.cli import main
     from boxmed_eval.plugins import MODELS
 
-    if "boxmedrl" not in MODELS.names():  # until the entry point is in pyproject.toml
-        MODELS.register("boxmedrl")(BoxMedRL)
+    assert "boxmedrl" in MODELS.names()  # the pyproject entry point, no in-process registration
     runner = CliRunner()
     result = runner.invoke(main, ["chains", "--dataset", "demo", "--limit", "2"])
     assert result.exit_code == 0, result.output
@@ -208,3 +207,33 @@ def test_train_and_chains_cli(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "boxmedrl.json").read_text())
     assert manifest["base"] == "tiny_base" and manifest["base_label"] == "tiny" and manifest["adapter"]
+
+
+def test_grounding_warmup_rows_teach_the_rewarded_answer(studies: list[Study]) -> None:
+    """The MCL demo warm-up rows are exactly what SVR rewards fully: format 1 and IoU 1."""
+    from boxmed_model import data as stage_data
+    from boxmed_model.rewards import format_reward_one, iou_reward_one
+
+    svr = stage_data.svr_rows(studies)
+    warm = stage_data.grounding_warmup_rows(studies)
+    assert len(warm) == len(svr) and set(warm[0]) == {"id", "prompt", "completion", "images"}
+    for row, query in zip(warm, svr):
+        assert row["prompt"] == query["prompt"]
+        target = row["completion"][0]["content"][0]["text"]
+        assert target.startswith("<think>\nFinding: ") and "-> Anatomy:" in target
+        assert format_reward_one(target) == 1.0 and iou_reward_one(target, query["solution"]) == 1.0
+    # the paper's MCL mix has no such rows unless the demo switch is on
+    assert PipelineConfig().mcl.grounding_warmup is False
+    assert PipelineConfig.from_toml(Path(__file__).parents[1] / "boxmed_model/configs/demo_cpu.toml").mcl.grounding_warmup
+
+
+def test_small_preset_sizes(tmp_path: Path) -> None:
+    from transformers import AutoConfig
+
+    from boxmed_model.tiny import PRESETS
+
+    path = build_tiny_base(tmp_path / "small", ["Mild cardiomegaly."], preset="small")
+    config = AutoConfig.from_pretrained(path)
+    assert config.text_config.hidden_size == PRESETS["small"]["hidden"] == 256
+    assert config.text_config.num_hidden_layers == 4
+    assert json.loads((path / "boxmed_preset.json").read_text())["preset"] == "small"
