@@ -11,14 +11,16 @@ hypothesis; 3,858 pairs (the MIMIC-CXR test size) and 10x that.
 
     python benchmarks/bench_metrics.py [--sizes 3858,38580] [--repeats 1] [--no-ce] [--data PATH]
 
-Prints seconds, the ratio ours/reference and whether every number is identical (exit code 1
-if not). Timings depend on the machine and its load: run it on an idle machine.
+Prints wall and CPU seconds (this process + its JVMs), the ratios ours/reference and whether
+every number is identical (exit code 1 if not). Wall times depend on the machine and its load
+(the load average is printed): run it on an idle machine; the CPU ratio is steadier.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -74,6 +76,13 @@ def reference_scores(refs: list[str], hyps: list[str]) -> dict[str, object]:
     return out
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and of its finished children (the JVMs)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="3858,38580")
@@ -107,20 +116,22 @@ def main() -> int:
         clean_refs = [preprocess_r2gen(refs[i]) for i in ids]
         clean_hyps = [preprocess_r2gen(hyps[i]) for i in ids]
         for repeat in range(args.repeats):
-            start = time.perf_counter()
+            load = os.getloadavg()[0]
+            start, cpu = time.perf_counter(), cpu_seconds()
             expected = reference_scores(clean_refs, clean_hyps)
-            reference_s = time.perf_counter() - start
-            start = time.perf_counter()
+            reference_s, reference_cpu = time.perf_counter() - start, cpu_seconds() - cpu
+            start, cpu = time.perf_counter(), cpu_seconds()
             ours = compute_metrics(names, refs, hyps)
-            ours_s = time.perf_counter() - start
+            ours_s, ours_cpu = time.perf_counter() - start, cpu_seconds() - cpu
             mismatches = []
             for name, (corpus, per) in expected.items():
                 got_per = [ours.per_sample[name][i] for i in ids]
                 if float(corpus) != ours.corpus[name] or [float(x) for x in per] != got_per:
                     mismatches.append(name)
             all_equal &= not mismatches
-            print(f"pairs={size:>6} run={repeat + 1}: reference {reference_s:6.2f} s | ours ({'+'.join(names)}) "
-                  f"{ours_s:6.2f} s | ratio {ours_s / reference_s:.2f} | numbers identical: "
+            print(f"pairs={size:>6} run={repeat + 1} (load {load:.1f}): reference {reference_s:6.2f} s wall "
+                  f"({reference_cpu:6.2f} s CPU) | ours ({'+'.join(names)}) {ours_s:6.2f} s wall ({ours_cpu:6.2f} s CPU)"
+                  f" | ratio {ours_s / reference_s:.2f} wall, {ours_cpu / reference_cpu:.2f} CPU | numbers identical: "
                   f"{'yes' if not mismatches else 'NO ' + ','.join(mismatches)}")
             for message in ours.messages:
                 print(f"  message: {message}")

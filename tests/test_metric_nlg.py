@@ -4,7 +4,6 @@ METEOR robustness (newlines, '|||', empty texts, no Java, a jar that never answe
 from __future__ import annotations
 
 import math
-import os
 import random
 import stat
 from pathlib import Path

@@ -5,11 +5,12 @@ reply, then sends one ``EVAL`` line carrying every segment's statistics; the jar
 score per segment and the corpus score computed from the *accumulated* statistics. This module
 keeps that protocol and its arithmetic, and changes only how the work is scheduled:
 
-* The ``SCORE`` lines are split into contiguous shards, each scored by its own JVM, with the
-  writes pipelined (a writer thread) instead of one round trip per segment. A segment's
-  statistics depend only on that segment, so the shards' statistics lines are exactly those a
-  single JVM would write. The final ``EVAL`` over all statistics, in the original order, runs on
-  one JVM: same per-segment scores, same corpus aggregate.
+* The ``SCORE`` lines are split into contiguous shards, each scored by its own JVM reading a
+  file and writing a file (no round trip per segment, no Python thread in the loop). A
+  segment's statistics depend only on that segment, so the shards' statistics lines are exactly
+  those a single JVM would write. The final ``EVAL`` over all statistics, in the original
+  order, runs on one more JVM (started at the same time, waiting on its pipe): same
+  per-segment scores, same corpus aggregate.
 * The jar loads its 5.3M-entry English paraphrase table at start-up (several seconds). A
   paraphrase entry can only produce a match if every word of both of its phrases occurs in the
   texts being scored, so the jar is given (``-a``) the subset of entries whose words all occur
@@ -19,7 +20,8 @@ keeps that protocol and its arithmetic, and changes only how the work is schedul
   second to cut. Pass ``filter_paraphrases=False`` to load the full table instead.
 * Inputs that break the jar are sanitised: line breaks (the jar reads one line per request, and
   pycocoevalcap then deadlocks) become spaces and ``|||`` (its field separator) is removed. The
-  JVM runs with an English locale (number formatting of the replies) and every exchange has a
+  JVM runs with an English locale (number formatting of the replies), C1-only JIT and the
+  serial collector for short runs (less CPU, same numbers), and the whole computation has a
   timeout, after which the JVMs are killed and :class:`MeteorError` is raised.
 
 Texts without line breaks or ``|||`` get exactly pycocoevalcap's treatment (the hypothesis'
@@ -34,7 +36,7 @@ import os
 import re
 import shutil
 import subprocess
-import threading
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -248,77 +250,26 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------- JVM workers
 
 
-class _Jvm:
-    """One ``meteor-1.5.jar -stdio`` process."""
+def _meteor_command(java: str, extra_args: list[str], memory: str, flags: list[str]) -> list[str]:
+    return [java, *_JVM_LOCALE, *flags, "-jar", f"-Xmx{memory}", "meteor-1.5.jar", "-", "-", "-stdio",
+            "-l", "en", "-norm", *extra_args]
 
-    def __init__(self, java: str, jar_dir: Path, extra_args: list[str], memory: str, jvm_flags: list[str]) -> None:
-        cmd = [java, *_JVM_LOCALE, *jvm_flags, "-jar", f"-Xmx{memory}", "meteor-1.5.jar", "-", "-", "-stdio",
-               "-l", "en", "-norm", *extra_args]
-        self.proc = subprocess.Popen(cmd, cwd=jar_dir, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
-        self.stderr_tail: list[str] = []
-        self._stderr_thread = threading.Thread(target=self._drain_stderr, daemon=True)
-        self._stderr_thread.start()
 
-    def _drain_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.stderr_tail = (self.stderr_tail + [line.decode("utf-8", "replace").rstrip()])[-20:]
+def _tail(path: Path) -> str:
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return ("; jar stderr: " + " | ".join(lines[-5:])) if lines else ""
 
-    def exchange(self, lines: list[str], n_replies: int, deadline: float) -> list[str]:
-        """Write ``lines`` (from a thread, so that a full pipe cannot deadlock us) and read
-        ``n_replies`` reply lines, all before ``deadline`` (time.monotonic())."""
-        replies: list[str] = []
-        errors: list[BaseException] = []
 
-        def write() -> None:
-            try:
-                assert self.proc.stdin is not None
-                payload = "".join(line + "\n" for line in lines).encode("utf-8")
-                self.proc.stdin.write(payload)
-                self.proc.stdin.flush()
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
-
-        def read() -> None:
-            try:
-                assert self.proc.stdout is not None
-                for _ in range(n_replies):
-                    line = self.proc.stdout.readline()
-                    if not line:
-                        raise MeteorError("the METEOR jar exited early")
-                    replies.append(line.decode("utf-8").strip())
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=write, daemon=True), threading.Thread(target=read, daemon=True)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        if any(thread.is_alive() for thread in threads):
-            self.kill()
-            raise MeteorError("the METEOR jar did not answer within the timeout; "
-                              "raise it with the metric option meteor_timeout=SECONDS" + self._stderr_note())
-        if errors:
-            self.kill()
-            raise MeteorError(f"the METEOR jar failed: {errors[0]}" + self._stderr_note())
-        return replies
-
-    def _stderr_note(self) -> str:
-        time.sleep(0.05)
-        return ("; jar stderr: " + " | ".join(self.stderr_tail[-5:])) if self.stderr_tail else ""
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout):
-            try:
-                if stream is not None:
-                    stream.close()
-            except OSError:
-                pass
+def _kill(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:  # pragma: no cover - a process that ignores SIGKILL
+        pass
 
 
 def available_cores() -> int:
@@ -326,9 +277,9 @@ def available_cores() -> int:
 
 
 def default_shards(n_segments: int) -> int:
-    """One JVM per spare core (one core is left to the Python scorers running meanwhile), at
+    """One JVM per core (they share the cores with the Python scorers, which finish first), at
     least ~1,000 segments each: a JVM costs about half a second of start-up and warm-up."""
-    return max(1, min(available_cores() - 1, 8, n_segments // 1000))
+    return max(1, min(available_cores(), 8, n_segments // 1000))
 
 
 # Measured on 3,858 report pairs: the C2 JIT compiler costs more CPU than it saves on a few
@@ -366,47 +317,72 @@ def compute_meteor(references: Sequence[str], hypotheses: Sequence[str], *, shar
     hyps = [sanitize_hypothesis(h) for h in hypotheses]
     jar_dir = meteor_dir()
     extra: list[str] = []
-    subset_file: Path | None = None
+    work = Path(tempfile.mkdtemp(prefix="boxmed-meteor-"))
     if filter_paraphrases:
         table = jar_dir / "data" / "paraphrase-en.gz"
-        index = ParaphraseIndex.cached(table)
-        subset_dir = cache_dir() if os.access(cache_dir(), os.W_OK) else Path(os.environ.get("TMPDIR", "/tmp"))
-        subset_file = subset_dir / f".meteor-paraphrase-subset-{os.getpid()}-{threading.get_ident()}.gz"
-        with gzip.open(subset_file, "wb", compresslevel=1) as handle:
-            handle.write(index.subset(refs + hyps))
+        try:
+            index = ParaphraseIndex.cached(table)
+            subset_file = work / "paraphrase-subset.gz"
+            with gzip.open(subset_file, "wb", compresslevel=1) as handle:
+                handle.write(index.subset(refs + hyps))
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
         extra = ["-a", str(subset_file)]
         log.debug("METEOR paraphrase subset cut in %.2f s", time.perf_counter() - began)
     n_shards = max(1, min(shards or default_shards(len(refs)), len(refs)))
     java = java_executable()
     assert java is not None
     flags = jvm_flags(-(-len(refs) // n_shards))
-    jvms = [_Jvm(java, jar_dir, extra, memory, flags) for _ in range(n_shards)]
+    command = _meteor_command(java, extra, memory, flags)
+    # The scoring JVMs read their SCORE lines from a file and write their statistics to a file:
+    # no Python thread shuttles lines meanwhile (such threads would keep taking the GIL from
+    # the scorers running in this process). The EVAL JVM starts now too and waits on its pipe.
+    bounds = np.linspace(0, len(refs), n_shards + 1).astype(int)
+    procs: list[subprocess.Popen] = []
     try:
-        bounds = np.linspace(0, len(refs), n_shards + 1).astype(int)
-        shard_stats: list[list[str]] = [[] for _ in jvms]
-        shard_errors: list[BaseException] = []
-
-        def score_shard(k: int) -> None:
+        for k in range(n_shards):
             lo, hi = int(bounds[k]), int(bounds[k + 1])
-            lines = [f"SCORE ||| {refs[i]} ||| {hyps[i]}" for i in range(lo, hi)]
+            (work / f"in{k}.txt").write_text("".join(f"SCORE ||| {refs[i]} ||| {hyps[i]}\n" for i in range(lo, hi)),
+                                             encoding="utf-8")
+            with open(work / f"in{k}.txt", "rb") as stdin, open(work / f"out{k}.txt", "wb") as stdout, \
+                    open(work / f"err{k}.txt", "wb") as stderr:
+                procs.append(subprocess.Popen(command, cwd=jar_dir, stdin=stdin, stdout=stdout, stderr=stderr))
+        # EVAL turns statistics into scores with the language's parameters only: its JVM needs no
+        # paraphrase table (an empty one starts faster; the scores are the same, tested).
+        empty_table = work / "no-paraphrases.gz"
+        with gzip.open(empty_table, "wb"):
+            pass
+        eval_command = _meteor_command(java, ["-a", str(empty_table)], memory, jvm_flags(0))
+        with open(work / "err_eval.txt", "wb") as stderr:
+            evaluator = subprocess.Popen(eval_command, cwd=jar_dir, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=stderr)
+        procs.append(evaluator)
+        stats: list[str] = []
+        for k, proc in enumerate(procs[:-1]):
             try:
-                shard_stats[k] = jvms[k].exchange(lines, hi - lo, deadline)
-            except BaseException as exc:  # noqa: BLE001 - re-raised below
-                shard_errors.append(exc)
-
-        workers = [threading.Thread(target=score_shard, args=(k,), daemon=True) for k in range(n_shards)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
-        if shard_errors:
-            raise shard_errors[0]
-        stats = [line for part in shard_stats for line in part]
+                code = proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise MeteorError("the METEOR jar did not answer within the timeout; raise it with the "
+                                  "metric option meteor_timeout=SECONDS" + _tail(work / f"err{k}.txt")) from None
+            lines = (work / f"out{k}.txt").read_text(encoding="utf-8").splitlines()
+            expected = int(bounds[k + 1] - bounds[k])
+            if code != 0 or len(lines) != expected:
+                raise MeteorError(f"the METEOR jar failed (exit code {code}, {len(lines)} of {expected} "
+                                  "statistics lines)" + _tail(work / f"err{k}.txt"))
+            stats.extend(line.strip() for line in lines)
         log.debug("METEOR statistics of %d segments from %d JVM(s) after %.2f s", len(stats), n_shards,
                   time.perf_counter() - began)
-        for jvm in jvms[1:]:
-            jvm.kill()
-        replies = jvms[0].exchange(["EVAL ||| " + " ||| ".join(stats)], len(stats) + 1, deadline)
+        try:
+            output, _ = evaluator.communicate(("EVAL ||| " + " ||| ".join(stats) + "\n").encode("utf-8"),
+                                              timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            raise MeteorError("the METEOR jar did not answer within the timeout; raise it with the metric "
+                              "option meteor_timeout=SECONDS" + _tail(work / "err_eval.txt")) from None
+        replies = output.decode("utf-8").split()
+        if len(replies) != len(stats) + 1:
+            raise MeteorError(f"the METEOR jar failed: {len(replies)} scores for {len(stats)} segments"
+                              + _tail(work / "err_eval.txt"))
         try:
             values = [float(r) for r in replies]
         except ValueError:
@@ -414,7 +390,6 @@ def compute_meteor(references: Sequence[str], hypotheses: Sequence[str], *, shar
         log.debug("METEOR done in %.2f s", time.perf_counter() - began)
         return values[-1], values[:-1]
     finally:
-        for jvm in jvms:
-            jvm.kill()
-        if subset_file is not None:
-            subset_file.unlink(missing_ok=True)
+        for proc in procs:
+            _kill(proc)
+        shutil.rmtree(work, ignore_errors=True)
