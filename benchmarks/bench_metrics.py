@@ -90,6 +90,7 @@ def main() -> int:
     parser.add_argument("--no-ce", action="store_true", help="NLG only")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args()
+    os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would interleave with the figures
     if not args.data.is_file():
         print(f"data not found: {args.data}", file=sys.stderr)
         return 2
