@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from boxmed_eval.datasets import get_dataset
 from boxmed_eval.errors import BoxmedError
-from boxmed_eval.metrics.base import METRICS, MetricResult, compute_metrics
+from boxmed_eval.metrics.base import METRICS, compute_metrics
 from boxmed_eval.plugins import ReportGenerator, RunContext, get_model_class
 from boxmed_eval.records import Prediction, Study, write_jsonl
 from boxmed_eval.runs import RunDirectory
@@ -121,11 +121,9 @@ def score(run_dir: RunDirectory, references: dict[str, str], predictions: dict[s
     options = {name: {**(metric_options or {}).get(name, {})} for name in metric_names}
     for name in metric_names:  # metrics that cache (LLM judges) keep their cache in the run dir
         options[name].setdefault("cache_dir", str(run_dir.path))
-    result = MetricResult()
     started = time.perf_counter()
-    for name in tqdm(metric_names, desc="score", unit="metric", disable=None):
-        result.merge(compute_metrics([name], references, hypotheses, studies=studies, predictions=predictions,
-                                     options={name: options[name]}))
+    result = compute_metrics(metric_names, references, hypotheses, studies=studies, predictions=predictions,
+                             options=options, progress=True)
     extra = {"n_empty_predictions": len(empty), "metrics_requested": metric_names,
              "scoring_seconds": round(time.perf_counter() - started, 3)}
     return run_dir.write_results(result, ids, extra_summary=extra, merge_existing=merge_existing)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from boxmed_eval.errors import BoxmedError, MissingResourceError
 from boxmed_eval.records import Prediction, Study
@@ -56,12 +57,25 @@ class Metric(ABC):
     needs: ClassVar[str] = "nothing"
     provides: ClassVar[tuple[str, ...]] = ()
     default: ClassVar[bool] = True  # part of the default metric set of `run` / `score`
+    # True when ``start`` launches work outside the interpreter: such families are computed
+    # last, so that the others run while it proceeds.
+    background: ClassVar[bool] = False
 
     def __init__(self, **options: Any) -> None:
         self.options = options
 
     def available(self) -> tuple[bool, str]:
         return True, ""
+
+    def start(self, references: dict[str, str], hypotheses: dict[str, str], *,
+              studies: dict[str, Study] | None = None,
+              predictions: dict[str, Prediction] | None = None) -> None:
+        """Optional: begin work that runs outside the Python interpreter (e.g. METEOR's JVMs),
+        so that it overlaps the other metric families. ``compute_metrics`` calls ``start`` on
+        every family first, then ``compute`` with the same inputs, then ``close``."""
+
+    def close(self) -> None:
+        """Release whatever ``start`` began (called even when another family failed)."""
 
     @abstractmethod
     def compute(self, references: dict[str, str], hypotheses: dict[str, str], *,
@@ -88,7 +102,7 @@ def resolve_metric_names(spec: str | None) -> list[str]:
 
 def compute_metrics(names: list[str], references: dict[str, str], hypotheses: dict[str, str], *,
                     studies: dict[str, Study] | None = None, predictions: dict[str, Prediction] | None = None,
-                    options: dict[str, dict[str, Any]] | None = None) -> MetricResult:
+                    options: dict[str, dict[str, Any]] | None = None, progress: bool = False) -> MetricResult:
     """Run each metric family; one that cannot run here is skipped with its reason in
     ``messages`` (the others are still computed and written)."""
     if list(references) != list(hypotheses):
@@ -97,20 +111,32 @@ def compute_metrics(names: list[str], references: dict[str, str], hypotheses: di
         hypotheses = {k: hypotheses[k] for k in references}
     result = MetricResult()
     options = options or {}
-    for name in names:
-        metric = METRICS.get(name)(**options.get(name, {}))
-        ok, reason = metric.available()
-        if not ok:
-            message = f"metric {name!r} skipped: {reason}"
-            log.warning(message)
-            result.messages.append(message)
-            continue
-        try:
-            part = metric.compute(references, hypotheses, studies=studies, predictions=predictions)
-        except MissingResourceError as exc:
-            message = f"metric {name!r} skipped: {exc}"
-            log.warning(message)
-            result.messages.append(message)
-            continue
-        result.merge(part)
+    metrics: list[tuple[str, Metric]] = []
+    try:
+        for name in names:
+            metric = METRICS.get(name)(**options.get(name, {}))
+            ok, reason = metric.available()
+            if not ok:
+                message = f"metric {name!r} skipped: {reason}"
+                log.warning(message)
+                result.messages.append(message)
+                continue
+            metrics.append((name, metric))
+            # background work (JVMs) starts now and overlaps the families computed before it
+            metric.start(references, hypotheses, studies=studies, predictions=predictions)
+        parts: dict[str, MetricResult] = {}
+        ordered = sorted(metrics, key=lambda item: item[1].background)
+        for name, metric in tqdm(ordered, desc="score", unit="metric", disable=None if progress else True):
+            try:
+                parts[name] = metric.compute(references, hypotheses, studies=studies, predictions=predictions)
+            except MissingResourceError as exc:
+                message = f"metric {name!r} skipped: {exc}"
+                log.warning(message)
+                result.messages.append(message)
+        for name, _ in metrics:  # merged in the order asked for
+            if name in parts:
+                result.merge(parts[name])
+    finally:
+        for _, metric in metrics:
+            metric.close()
     return result
