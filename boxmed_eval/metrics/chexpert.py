@@ -127,6 +127,14 @@ def ce_scores(reference_labels: list[Labels], predicted_labels: list[Labels]) ->
     return scores
 
 
+def label_unique(labeler: Any, reports: list[str]) -> list[Labels]:
+    """Label each distinct text once: labels are a function of the text, and generated reports
+    repeat a lot (R2Gen-family models emit many identical reports), so this is exact and cheap."""
+    unique = list(dict.fromkeys(reports))
+    by_text = dict(zip(unique, labeler.label(unique)))
+    return [dict(by_text[r]) for r in reports]
+
+
 def labels_table(ids: list[str], reference_labels: list[Labels], predicted_labels: list[Labels]) -> pd.DataFrame:
     rows = []
     for side, labels in (("reference", reference_labels), ("prediction", predicted_labels)):
@@ -169,10 +177,10 @@ class CheXpertMetric(Metric):
                 raise DataError(f"{len(missing)} studies have no CheXpert labels (e.g. {missing[:5]})",
                                 fix="use chexpert.reference_labels=labeler, or a dataset that ships labels")
             reference_labels = [{c: studies[i].labels.get(c) for c in CHEXPERT_CLASSES} for i in ids]  # type: ignore[index,union-attr]
-            predicted_labels = labeler.label([hypotheses[i] for i in ids])
+            predicted_labels = label_unique(labeler, [hypotheses[i] for i in ids])
         else:
             # One call for both sides: CheXbert batches them together.
-            labels = labeler.label([references[i] for i in ids] + [hypotheses[i] for i in ids])
+            labels = label_unique(labeler, [references[i] for i in ids] + [hypotheses[i] for i in ids])
             reference_labels, predicted_labels = labels[:len(ids)], labels[len(ids):]
         result = MetricResult()
         result.corpus = ce_scores(reference_labels, predicted_labels)
