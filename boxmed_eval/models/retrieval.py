@@ -1,6 +1,8 @@
 """``retrieval``: a weights-free baseline. Each test image is matched to the nearest training
 study by a downsampled-pixel embedding (cosine similarity of standardised thumbnails), and
-that study's findings are returned. It is the floor any learned model should beat."""
+that study's findings are returned, with its boxes (rescaled to the query image) when the
+dataset has boxes, so the grounding metric has a weights-free floor too. It is the floor any
+learned model should beat."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from tqdm.auto import tqdm
 
 from boxmed_eval.errors import BoxmedError, DataError
 from boxmed_eval.plugins import ReportGenerator, RunContext
-from boxmed_eval.records import Prediction, Study
+from boxmed_eval.records import Box, Prediction, Study
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,8 @@ class RetrievalBaseline(ReportGenerator):
     arguments = {"size": "thumbnail side in pixels (default 32)",
                  "views": "number of views concatenated (default 1: frontal)",
                  "train_split": "split to retrieve from (default train)",
-                 "max_train": "use at most this many training studies (default all)"}
+                 "max_train": "use at most this many training studies (default all)",
+                 "boxes": "return the retrieved study's boxes, rescaled to the query image (default true)"}
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -48,10 +51,12 @@ class RetrievalBaseline(ReportGenerator):
         self.views = int(kwargs.get("views", 1))
         self.train_split = str(kwargs.get("train_split", "train"))
         self.max_train = kwargs.get("max_train")
+        self.return_boxes = bool(kwargs.get("boxes", True))
         self.bank: np.ndarray | None = None
         self.bank_ids: list[str] = []
         self.bank_index: dict[str, int] = {}
         self.bank_reports: list[str] = []
+        self.bank_boxes: list[list[Box]] = []
 
     def setup(self, context: RunContext) -> None:
         if context.dataset is None:
@@ -67,6 +72,7 @@ class RetrievalBaseline(ReportGenerator):
         self.bank_ids = [s.id for s in train]
         self.bank_index = {study_id: j for j, study_id in enumerate(self.bank_ids)}
         self.bank_reports = [s.findings for s in train]
+        self.bank_boxes = [s.boxes for s in train]
 
     def generate(self, studies: list[Study]) -> list[Prediction]:
         if self.bank is None:
@@ -77,7 +83,23 @@ class RetrievalBaseline(ReportGenerator):
             if study.id in self.bank_index:
                 similarity[row, self.bank_index[study.id]] = -np.inf
         nearest = similarity.argmax(axis=1)
-        return [Prediction(id=s.id, report=self.bank_reports[j]) for s, j in zip(studies, nearest)]
+        return [Prediction(id=s.id, report=self.bank_reports[j],
+                           boxes=self._boxes_for(s, self.bank_boxes[j]) if self.return_boxes else [])
+                for s, j in zip(studies, nearest)]
+
+    @staticmethod
+    def _boxes_for(study: Study, boxes: list[Box]) -> list[Box]:
+        """The retrieved boxes in the query image's pixels (same relative position)."""
+        out = []
+        for box in boxes:
+            if box.image_index != 0 or not box.image_width or not box.image_height:
+                continue
+            with Image.open(study.image_paths[0]) as image:
+                width, height = image.size
+            sx, sy = width / box.image_width, height / box.image_height
+            out.append(Box(box.x1 * sx, box.y1 * sy, box.x2 * sx, box.y2 * sy, phrase=box.phrase,
+                           category=box.category, region=box.region, image_width=width, image_height=height))
+        return out
 
     def provenance(self) -> dict[str, Any]:
         return {"train_split": self.train_split, "n_train": len(self.bank_ids), "size": self.size, "views": self.views}
