@@ -7,7 +7,7 @@ Register (pyproject.toml)::
 
 Generation::
 
-    boxmed-eval run --model boxmedrl --dataset mimic_cxr --model-arg weights=runs/boxmedrl
+    boxmed-eval run --model boxmedrl --dataset mimic --model-arg weights=runs/boxmedrl
     boxmed-eval run --model boxmedrl --dataset demo --model-arg weights=runs/demo --model-arg mode=grounded
 
 ``weights`` is the output directory of ``boxmed-eval train boxmedrl`` (it holds
@@ -216,7 +216,7 @@ def _load_studies(name: str, data_root: str | None, split: str, limit: int | Non
               help="Phase I.1 MCL, phase I.2 SVR, phase II adapter, or all in order (ablations honoured).")
 @click.option("--base", required=True, help="`tiny` / `small` (random small Qwen2-VL presets, CPU), a Qwen2-VL model directory, or an "
               "HF id in the local cache (documented: Qwen/Qwen2-VL-2B-Instruct).")
-@click.option("--dataset", required=True, help="Report dataset for MCL and the adapter (e.g. mimic_cxr, iu_xray, demo).")
+@click.option("--dataset", required=True, help="Report dataset for MCL and the adapter (e.g. mimic, iu_xray, demo).")
 @click.option("--data-root", default=None, help="Data root of --dataset.")
 @click.option("--svr-dataset", default=None, help="Dataset with finding boxes for SVR (ms_cxr, latte_cxr, demo); "
               "default: --dataset.")

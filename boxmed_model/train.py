@@ -17,7 +17,7 @@ Several GPUs or nodes: the trainers are accelerate-aware, so the same command sc
 ``accelerate config`` choice)::
 
     accelerate launch --num_processes 8 $(which boxmed-eval) train boxmedrl --stage all \\
-        --base Qwen/Qwen2-VL-2B-Instruct --dataset mimic_cxr --svr-dataset ms_cxr \\
+        --base Qwen/Qwen2-VL-2B-Instruct --dataset mimic --svr-dataset ms_cxr \\
         --data-root /data/mimic-cxr-jpg --svr-data-root /data/ms-cxr --output runs/boxmedrl
 
     # two nodes: add --num_machines 2 --machine_rank R --main_process_ip HOST --main_process_port 29500
