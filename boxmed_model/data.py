@@ -25,6 +25,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from boxmed_eval.boxes import scale_box
 from boxmed_eval.errors import DataError
 from boxmed_eval.records import Box, Study
 from boxmed_eval.text import normalize_text
@@ -50,15 +51,6 @@ def load_image(path: str | Path, scale: float = 0.25) -> tuple[Any, tuple[int, i
         size = (max(MIN_SIDE, round(width * scale)), max(MIN_SIDE, round(height * scale)))
         image = image.resize(size, Image.BICUBIC)
     return image, (width, height)
-
-
-def scale_box(box: Box, scale: float) -> Box:
-    """The same box on the image resized by ``scale`` (pixels and image size scaled alike)."""
-    return Box(box.x1 * scale, box.y1 * scale, box.x2 * scale, box.y2 * scale, phrase=box.phrase,
-               category=box.category, region=box.region,
-               image_width=round(box.image_width * scale) if box.image_width else None,
-               image_height=round(box.image_height * scale) if box.image_height else None,
-               image_index=box.image_index)
 
 
 def _first_image(study: Study) -> str:
