@@ -157,6 +157,18 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
 
 
+def read_json(path: str | os.PathLike[str], *, what: str = "file", fix: str | None = None) -> Any:
+    """Parse a JSON file; a missing or malformed file raises a DataError naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{what} not found", file=path, fix=fix or "check the path") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"malformed JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})", file=path,
+                        fix=fix) from None
+
+
 # ---------------------------------------------------------------------------- reports
 
 

@@ -15,7 +15,6 @@ problem is a :class:`~boxmed_eval.errors.DataError` that names the file, the rec
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from boxmed_eval.errors import DataError
-from boxmed_eval.records import Prediction, iter_jsonl
+from boxmed_eval.records import Prediction, iter_jsonl, read_json
 
 RUN_JSON = "run.json"
 SUMMARY_JSON = "summary.json"
@@ -147,11 +146,7 @@ def load_run(path: str | os.PathLike[str], *, require_scores: bool = False,
 
 
 def _read_json_object(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"malformed JSON ({exc.msg} at line {exc.lineno})", file=path,
-                        fix="the file was not written completely; re-run the command that produced it") from None
+    data = read_json(path, fix="the file was not written completely; re-run the command that produced it")
     if not isinstance(data, dict):
         raise DataError("expected a JSON object", file=path)
     return data

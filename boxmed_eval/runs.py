@@ -29,7 +29,7 @@ import pandas as pd
 
 from boxmed_eval.errors import BoxmedError, DataError
 from boxmed_eval.metrics.base import MetricResult
-from boxmed_eval.records import Prediction, atomic_write_json, atomic_write_text, iter_jsonl
+from boxmed_eval.records import Prediction, atomic_write_json, atomic_write_text, iter_jsonl, read_json
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +93,7 @@ class RunDirectory:
     def read_config(self) -> dict[str, Any] | None:
         if not self.run_json.exists():
             return None
-        try:
-            return json.loads(self.run_json.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"malformed run.json ({exc.msg})", file=self.run_json,
-                            fix="restore it, or start the run in a new --out directory") from None
+        return read_json(self.run_json, what="run.json", fix="restore it, or start the run in a new --out directory")
 
     def start(self, config: dict[str, Any], *, overwrite: bool = False) -> dict[str, Any]:
         """Create the directory or reopen a compatible one; returns run.json's content."""

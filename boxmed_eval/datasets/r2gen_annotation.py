@@ -9,12 +9,12 @@ decides and the key is only the fallback.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from boxmed_eval.datasets.base import canonical_split
 from boxmed_eval.errors import DataError
+from boxmed_eval.records import read_json
 
 
 def read_r2gen_annotation(path: Path) -> list[tuple[str, int, dict[str, Any]]]:
@@ -22,11 +22,7 @@ def read_r2gen_annotation(path: Path) -> list[tuple[str, int, dict[str, Any]]]:
     if not path.is_file():
         raise DataError("annotation file not found", file=path,
                         fix="pass --data-root pointing at the folder holding annotation.json, or annotation=PATH")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"malformed JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})", file=path,
-                        fix="restore the annotation.json from its source") from None
+    data = read_json(path, what="annotation file", fix="restore the annotation.json from its source")
     if not isinstance(data, dict):
         raise DataError('expected an object {"train": [...], "val": [...], "test": [...]}', file=path)
     out: list[tuple[str, int, dict[str, Any]]] = []

@@ -10,7 +10,6 @@ upstream does at every start) and the sizes are read off the state dict's shapes
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, replace
@@ -19,6 +18,7 @@ from typing import Any
 
 import torch
 
+from boxmed_eval.records import read_json
 from boxmed_eval.errors import DataError, MissingResourceError
 from plugins.r2gen.model import RESNET_LAYERS, R2GenConfig, R2GenModel, strip_data_parallel_prefix
 from plugins.r2gen.tokenizer import TOKENIZER_FORMAT, R2GenTokenizer, check_dataset_name
@@ -90,12 +90,7 @@ def infer_config(state_dict: dict[str, torch.Tensor], base: R2GenConfig) -> R2Ge
 def load_tokenizer(path: str | Path, *, dataset_name: str | None, threshold: int | None) -> R2GenTokenizer:
     """Our tokenizer.json, or an R2Gen annotation.json (vocabulary rebuilt as upstream does)."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError("tokenizer file not found", file=path, fix="check the tokenizer= path") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"malformed JSON ({exc.msg} at line {exc.lineno})", file=path) from None
+    data = read_json(path, what="tokenizer file", fix="check the tokenizer= path")
     if isinstance(data, dict) and data.get("format") == TOKENIZER_FORMAT:
         tokenizer = R2GenTokenizer.from_dict(data, source=path)
         if dataset_name and dataset_name != tokenizer.dataset_name:

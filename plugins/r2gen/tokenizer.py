@@ -17,13 +17,13 @@ it from the annotation file at each start and a checkpoint is useless without th
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from boxmed_eval.records import read_json
 from boxmed_eval.errors import DataError
 
 DATASET_NAMES = ("iu_xray", "mimic_cxr")
@@ -140,12 +140,7 @@ class R2GenTokenizer:
     @classmethod
     def load(cls, path: str | Path) -> "R2GenTokenizer":
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise DataError("tokenizer file not found", file=path, fix="check the path") from None
-        except json.JSONDecodeError as exc:
-            raise DataError(f"malformed JSON ({exc.msg} at line {exc.lineno})", file=path) from None
+        data = read_json(path, what="tokenizer file")
         return cls.from_dict(data, source=path)
 
     # ------------------------------------------------------------------ use
