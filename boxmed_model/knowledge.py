@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 
 from boxmed_eval.records import CHEXPERT_CLASSES
@@ -52,8 +53,9 @@ ANATOMY_LEXICON: tuple[tuple[str, tuple[str, ...]], ...] = (
     (r"\b(?:abdomen|abdominal|subdiaphragmatic|free air|bowel|stomach|gastric|nasogastric|ng tube|"
      r"feeding tube|enteric tube|upper quadrant|cholecystectomy|liver|splenic)\b", ("abdomen",)),
     (r"\b(?:heart|cardiac|cardiomegaly|cardiomediastinal|pericardial|cardio\w*|atrium|atrial|ventric\w*|pacemaker|"
-     r"pacer|valve|sternotomy|cabg)\b", ("cardiac silhouette",)),
-    (r"\b(?:mediastin\w*|aorta|aortic|svc|superior vena cava|cavoatrial|thoracic inlet|paratracheal|"
+     r"pacer|valve|cabg)\b", ("cardiac silhouette",)),
+    # Sternotomy wires lie on the midline sternum, projected over the mediastinum.
+    (r"\b(?:mediastin\w*|sternotomy|sternal|aorta|aortic|svc|superior vena cava|cavoatrial|thoracic inlet|paratracheal|"
      r"great vessels)\b", ("mediastinum",)),
     (rf"\b{_BOTH}\b", ("whole lung",)),
     (rf"\b{_LEFT}\s+(?:\w+\s+){{0,3}}{_LUNG_PART}\b|\b{_LUNG_PART}\s+(?:\w+\s+){{0,3}}(?:on the )?{_LEFT}\b",
@@ -66,6 +68,50 @@ ANATOMY_LEXICON: tuple[tuple[str, tuple[str, ...]], ...] = (
 _COMPILED_LEXICON = tuple((re.compile(p, re.IGNORECASE), regions) for p, regions in ANATOMY_LEXICON)
 
 DEFAULT_REGION = "whole lung"
+
+
+# Region matches of the generic whole-lung entry that are only a disease word
+# ("consolidation", "effusion"): they say nothing about where, so they never beat a
+# located phrase nearby ("left lower lobe opacity, likely atelectasis" -> left lung).
+_GENERIC_DISEASE_WORD = re.compile(r"(?:pneumothorax|effusion|edema|opacit\w*|consolidat\w*|atelecta\w*|"
+                                   r"emphysema|hyperinflat\w*)", re.IGNORECASE)
+
+
+def region_matches(text: str) -> list[tuple[int, int, int, tuple[str, ...]]]:
+    """Every anatomy-lexicon match in ``text`` as (lexicon rank, start, end, regions)."""
+    found: list[tuple[int, int, int, tuple[str, ...]]] = []
+    last = len(_COMPILED_LEXICON) - 1
+    for rank, (pattern, regions) in enumerate(_COMPILED_LEXICON):
+        for match in pattern.finditer(text):
+            if rank == last and _GENERIC_DISEASE_WORD.fullmatch(match.group()):
+                continue
+            found.append((rank, match.start(), match.end(), regions))
+    return found
+
+
+def nearest_region(text: str, start: int, end: int, *, clause: tuple[int, int] | None = None,
+                   reach_outside: bool = True) -> tuple[str, ...]:
+    """The region(s) of the lexicon match nearest to ``text[start:end]`` (a mention).
+
+    Matches inside ``clause`` (start, end) come first; outside it only when
+    ``reach_outside`` (a negated mention does not borrow a neighbour's location: "left
+    effusion; no pneumothorax" -> the pneumothorax statement is about the whole lung).
+    Ties (and overlapping or adjacent matches) go to the more specific lexicon entry
+    (earlier in :data:`ANATOMY_LEXICON`)."""
+    best: tuple[int, int, int] | None = None
+    chosen: tuple[str, ...] = (DEFAULT_REGION,)
+    for rank, m_start, m_end, regions in region_matches(text):
+        outside = clause is not None and (m_end <= clause[0] or m_start >= clause[1])
+        if outside and not reach_outside:
+            continue
+        distance = max(0, m_start - end, start - m_end)
+        # Overlapping and directly adjacent phrases are equally near: "left apical
+        # pneumothorax" is both "left ... pneumothorax" (left lung) and "left apical" next
+        # to the mention, and the more specific entry should win.
+        key = (int(outside), 0 if distance <= 2 else distance, rank)
+        if best is None or key < best:
+            best, chosen = key, regions
+    return chosen
 
 
 def regions_for(sentence: str) -> tuple[str, ...]:
@@ -173,3 +219,159 @@ def label_sentences(sentences: list[str]) -> list[dict[str, int | None]]:
     if labeler is not None:
         return [dict(row) for row in labeler.label(list(sentences))]
     return [keyword_label(s) for s in sentences]
+
+
+# ------------------------------------------------------------ mentions and expert mappings
+
+# Expert-curated finding -> disease mappings (paper Sec. 3.2.1: "Lungs are low in volume" ->
+# Atelectasis via collapse / volume loss). Each entry: (pattern over cleaned lower-case text,
+# CheXpert class, intermediate concept or None). They add what a radiologist infers from a
+# sign that the CheXpert mention lexicon does not list, and name the concept linking a sign
+# to its class where the lexicon already finds the class (collapse -> Atelectasis).
+EXPERT_FINDINGS: tuple[tuple[str, str, str | None], ...] = (
+    (r"\blow(?:er)?\s+(?:lung\s+)?volumes?\b|\blow\s+in\s+volume\b|\blung\s+volumes\s+are\s+(?:\w+\s+)?low\b|"
+     r"\bhypoinflat\w*|\bhypoexpan\w*|\bshallow\s+inspiration\b|\bpoor(?:ly)?\s+inspirat\w*",
+     "Atelectasis", "volume loss"),
+    (r"\bvolume\s+loss\b", "Atelectasis", "volume loss"),
+    (r"\bcollapsed?\b", "Atelectasis", "collapse"),
+    (r"\bmediastinal\s+shift\b|\bshift\s+of\s+the\s+mediastinum\b", "Atelectasis", "mediastinal shift"),
+    (r"\bplate-?like\b|\bdiscoid\b|\bsubsegmental\b|\blinear\s+(?:opacit\w+|densit\w+)\b", "Atelectasis", "subsegmental collapse"),
+    (r"\b(?:median\s+|midline\s+)?sternotomy(?:\s+wires?)?\b|\bsternal\s+(?:wires?|sutures?|cerclage)\b|"
+     r"\b(?:surgical|vascular|cabg|postoperative|post-operative)\s+clips?\b|\bclips?\b|\bcabg\b|\bcoronary\s+(?:artery\s+)?bypass\b",
+     "Support Devices", "post-surgical hardware"),
+    (r"\b(?:pacemaker|pacer|defibrillator|aicd|icd)\b", "Support Devices", "cardiac device"),
+    (r"\bair\s+bronchograms?\b", "Consolidation", "airspace filling"),
+    (r"\bkerley\b|\bcephalization\b|\b(?:pulmonary\s+)?vascular\s+congestion\b|\bperihilar\s+haziness\b",
+     "Edema", "pulmonary venous congestion"),
+    (r"\bblunt(?:ing|ed)\s+(?:of\s+)?(?:the\s+)?(?:\w+\s+)?costophrenic\b|\bcostophrenic\s+(?:angles?|sulcus|sulci)\s+(?:\w+\s+){0,2}blunt\w*|"
+     r"\bmeniscus\b", "Pleural Effusion", "costophrenic angle blunting"),
+    (r"\b(?:calcified\s+)?granulomas?\b", "Lung Lesion", "calcified nodule"),
+    (r"\b(?:apical\s+)?pleural\s+(?:thickening|scarring|plaques?)\b|\bapical\s+cap\b", "Pleural Other", "pleural thickening"),
+)
+_COMPILED_EXPERT = tuple((re.compile(p), disease, concept) for p, disease, concept in EXPERT_FINDINGS)
+# Narrow negation cues for expert mentions: "stable"/"normal" must not negate
+# "stable sternotomy wires" (the labeler's own cues decide its mentions).
+_EXPERT_NEG_RE = re.compile(r"\b(?:no|not|without|negative\s+for|free\s+of|absence\s+of|resolved|resolution\s+of|"
+                            r"removed|removal\s+of|rather\s+than)\b")
+_EXPERT_UNC_RE = re.compile(r"\b(?:may|might|could|possible|possibly|probable|probably|likely|suggest\w*|"
+                            r"concern\w*|questionable|versus|suspicious|cannot\s+be\s+excluded|not\s+excluded)\b")
+_SIMPLE_BOUNDARY = re.compile(r"[.!?](?=\s|$)|;|\b(?:but|however|although|though|whereas|which|except)\b")
+
+
+@dataclass(frozen=True)
+class FindingMention:
+    """One mention of a CheXpert class in a sentence (spans index :func:`clean_sentence`'s text)."""
+
+    disease: str
+    label: int  # 1 positive, -1 uncertain, 0 negated
+    start: int
+    end: int
+    concept: str | None = None
+    clause: tuple[int, int] = (0, 0)  # the mention's clause (start, end) in the same text
+
+
+def clean_sentence(sentence: str) -> str:
+    """The lower-case text mention spans refer to (the labeler's own cleaning when available)."""
+    try:
+        from boxmed_eval.metrics.labelers.rules import clean_report
+    except ImportError:  # pragma: no cover - the labeler ships with the project
+        return " ".join(sentence.lower().split())
+    return clean_report(sentence)
+
+
+def _boundary_pattern() -> re.Pattern[str]:
+    try:
+        from boxmed_eval.metrics.labelers.rules import BOUNDARY
+    except ImportError:  # pragma: no cover
+        return _SIMPLE_BOUNDARY
+    return BOUNDARY
+
+
+def clause_of(text: str, start: int, end: int) -> tuple[int, int]:
+    """The clause around ``text[start:end]``: between the nearest clause boundaries
+    (sentence end, ``;``, ``but``, ``except``, ``which``... as the labeler scopes negation)."""
+    clause_start, clause_end = 0, len(text)
+    for match in _boundary_pattern().finditer(text):
+        if match.end() <= start:
+            clause_start = match.end()
+        elif match.start() >= end:
+            clause_end = match.start()
+            break
+    return clause_start, clause_end
+
+
+def _expert_label(text: str, start: int, clause: tuple[int, int]) -> int:
+    before = text[clause[0]:start]
+    if _EXPERT_NEG_RE.search(before):
+        return 0
+    if _EXPERT_UNC_RE.search(text[clause[0]:clause[1]]):
+        return -1
+    return 1
+
+
+def _labeler_mentions(text: str) -> list[FindingMention] | None:
+    labeler = _project_labeler()
+    if labeler is None or not hasattr(labeler, "mentions"):
+        return None
+    found = []
+    for m in labeler.mentions(text):
+        # Neutral anatomy ("the heart", label None) and the labeler's non-CheXpert
+        # abnormalities ("_other": emphysema, scoliosis...) are no disease mention.
+        if m.label is None or m.observation not in DISEASE_CATEGORIES:
+            continue
+        found.append(FindingMention(m.observation, int(m.label), m.start, m.end, None, clause_of(text, m.start, m.end)))
+    return found
+
+
+def _keyword_mentions(text: str) -> list[FindingMention]:
+    """Fallback mentions: keyword spans, labelled per clause with :func:`keyword_label`."""
+    found = []
+    for disease, keywords in DISEASE_KEYWORDS.items():
+        pattern = re.compile("|".join(rf"\b{re.escape(k)}\b" for k in sorted(keywords, key=len, reverse=True)))
+        for match in pattern.finditer(text):
+            clause = clause_of(text, match.start(), match.end())
+            value = keyword_label(text[clause[0]:clause[1]]).get(disease)
+            if value is not None:
+                found.append(FindingMention(disease, int(value), match.start(), match.end(), None, clause))
+    return found
+
+
+def find_mentions(sentence: str) -> tuple[str, list[FindingMention]]:
+    """The cleaned sentence and its disease mentions, left to right.
+
+    CheXpert mentions come from the project's labeler (its negation/uncertainty rules),
+    expert mentions from :data:`EXPERT_FINDINGS`. An expert mention overlapping a labeler
+    mention of the same class only lends it its concept; two mentions of one class in one
+    clause are one mention (the first), so "left lower lobe collapse/atelectasis" is one chain.
+    """
+    text = clean_sentence(sentence)
+    mentions = _labeler_mentions(text)
+    if mentions is None:
+        mentions = _keyword_mentions(text)
+    for pattern, disease, concept in _COMPILED_EXPERT:
+        for match in pattern.finditer(text):
+            start, end = match.span()
+            same = [i for i, m in enumerate(mentions) if m.disease == disease and m.start < end and start < m.end]
+            if same:
+                for i in same:
+                    if mentions[i].concept is None:
+                        old = mentions[i]
+                        mentions[i] = FindingMention(old.disease, old.label, old.start, old.end, concept, old.clause)
+                continue
+            clause = clause_of(text, start, end)
+            mentions.append(FindingMention(disease, _expert_label(text, start, clause), start, end, concept, clause))
+    mentions.sort(key=lambda m: (m.start, m.end))
+    kept: list[FindingMention] = []
+    for mention in mentions:
+        duplicate = next((k for k in kept if k.disease == mention.disease and k.clause == mention.clause), None)
+        if duplicate is None:
+            kept.append(mention)
+        elif duplicate.concept is None and mention.concept is not None:
+            kept[kept.index(duplicate)] = FindingMention(duplicate.disease, duplicate.label, duplicate.start,
+                                                         duplicate.end, mention.concept, duplicate.clause)
+    return text, kept
+
+
+def mention_region(text: str, mention: FindingMention) -> tuple[str, ...]:
+    """The region nearest to a mention; a negated one looks only inside its own clause."""
+    return nearest_region(text, mention.start, mention.end, clause=mention.clause, reach_outside=mention.label != 0)

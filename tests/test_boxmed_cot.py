@@ -88,7 +88,7 @@ def test_cot_builder_on_real_iu_xray_reports() -> None:
         chains = cot.build_chains(Study(id=row["uid"], image_paths=[], findings=row["findings"]))
         assert chains, row["findings"]
         for chain in chains:
-            assert chain.finding and chain.finding in cot.split_sentences(row["findings"])
+            assert chain.finding and chain.sentence in cot.split_sentences(row["findings"])
             assert chain.regions and set(chain.regions) <= set(knowledge.ANATOMICAL_REGIONS)
             names = [d.replace(" (absent)", "").replace(" (uncertain)", "") for d in chain.diseases]
             assert chain.diseases and set(names) <= set(CHEXPERT_CLASSES)
