@@ -102,6 +102,8 @@ def _piece(sentence: str, text: str, start: int, end: int) -> str:
     piece = source[start:end].strip(" ,;:")
     piece = re.sub(r"^(?:and|or|but|with|except(?: for)?|however|which|although|though|whereas)\s+", "", piece,
                    flags=re.IGNORECASE).strip(" ,;:")
+    # a clause cut after the labeler's "there" boundary starts with its verb ("is no pneumothorax")
+    piece = re.sub(r"^(?:there\s+)?(?:is|are)\s+(?=\w)", "", piece, flags=re.IGNORECASE)
     return piece[:1].upper() + piece[1:] if piece else piece
 
 

@@ -29,12 +29,12 @@ ANATOMICAL_REGIONS: tuple[str, ...] = (
     "right apical zone", "right hilar structures", "right lung", "whole lung", "spine", "trachea",
 )
 
-_LEFT = r"(?:left|lt\.?)"
-_RIGHT = r"(?:right|rt\.?)"
+_LEFT = r"(?:left(?:[\s-]+sided)?|lt\.?)"
+_RIGHT = r"(?:right(?:[\s-]+sided)?|rt\.?)"
 _BOTH = r"(?:bilateral(?:ly)?|both|bibasilar|bibasal|bi-?apical)"
 _LUNG_PART = (r"(?:lung|lobe|lobar|base|basilar|basal|basis|hemithorax|costophrenic|midlung|mid lung|"
               r"mid-lung|lingula|lingular|hemidiaphragm|diaphragm|perihilar|pleural|chest|upper zone|lower zone|"
-              r"mid zone|rib|ribs|effusion|pneumothorax|opacity|opacities|consolidation|atelectasis)")
+              r"mid zone|rib|ribs|volume loss|effusion|pneumothorax|opacity|opacities|consolidation|atelectasis)")
 
 # Ordered: the first pattern that matches a sentence decides its region(s); specific
 # structures come before the lungs, sided lung phrases before unsided ones.
@@ -99,19 +99,26 @@ def nearest_region(text: str, start: int, end: int, *, clause: tuple[int, int] |
     Ties (and overlapping or adjacent matches) go to the more specific lexicon entry
     (earlier in :data:`ANATOMY_LEXICON`)."""
     best: tuple[int, int, int] | None = None
-    chosen: tuple[str, ...] = (DEFAULT_REGION,)
+    chosen: tuple[int, int, int, tuple[str, ...]] | None = None
+    candidates = []
     for rank, m_start, m_end, regions in region_matches(text):
         outside = clause is not None and (m_end <= clause[0] or m_start >= clause[1])
         if outside and not reach_outside:
             continue
+        candidates.append((rank, m_start, m_end, regions))
         distance = max(0, m_start - end, start - m_end)
         # Overlapping and directly adjacent phrases are equally near: "left apical
         # pneumothorax" is both "left ... pneumothorax" (left lung) and "left apical" next
         # to the mention, and the more specific entry should win.
         key = (int(outside), 0 if distance <= 2 else distance, rank)
         if best is None or key < best:
-            best, chosen = key, regions
-    return chosen
+            best, chosen = key, (rank, m_start, m_end, regions)
+    if chosen is None:
+        return (DEFAULT_REGION,)
+    # A more specific phrase sharing words with the chosen one refines it: "opacities in
+    # the left lung apex" matches "opacities ... left" (left lung) and "left lung apex".
+    overlapping = [c for c in candidates if c[1] < chosen[2] and chosen[1] < c[2] and c[0] < chosen[0]]
+    return min(overlapping)[3] if overlapping else chosen[3]
 
 
 def regions_for(sentence: str) -> tuple[str, ...]:
@@ -229,7 +236,7 @@ def label_sentences(sentences: list[str]) -> list[dict[str, int | None]]:
 # sign that the CheXpert mention lexicon does not list, and name the concept linking a sign
 # to its class where the lexicon already finds the class (collapse -> Atelectasis).
 EXPERT_FINDINGS: tuple[tuple[str, str, str | None], ...] = (
-    (r"\blow(?:er)?\s+(?:lung\s+)?volumes?\b|\blow\s+in\s+volume\b|\blung\s+volumes\s+are\s+(?:\w+\s+)?low\b|"
+    (r"\b(?:low(?:er)?|reduced|decreased|diminished)\s+(?:lung\s+)?volumes?\b|\blow\s+in\s+volume\b|\blung\s+volumes\s+are\s+(?:\w+\s+)?low\b|"
      r"\bhypoinflat\w*|\bhypoexpan\w*|\bshallow\s+inspiration\b|\bpoor(?:ly)?\s+inspirat\w*",
      "Atelectasis", "volume loss"),
     (r"\bvolume\s+loss\b", "Atelectasis", "volume loss"),
@@ -243,11 +250,19 @@ EXPERT_FINDINGS: tuple[tuple[str, str, str | None], ...] = (
     (r"\bair\s+bronchograms?\b", "Consolidation", "airspace filling"),
     (r"\bkerley\b|\bcephalization\b|\b(?:pulmonary\s+)?vascular\s+congestion\b|\bperihilar\s+haziness\b",
      "Edema", "pulmonary venous congestion"),
-    (r"\bblunt(?:ing|ed)\s+(?:of\s+)?(?:the\s+)?(?:\w+\s+)?costophrenic\b|\bcostophrenic\s+(?:angles?|sulcus|sulci)\s+(?:\w+\s+){0,2}blunt\w*|"
+    (r"\bblunt(?:ing|ed)\s+(?:of\s+)?(?:the\s+)?(?:\w+\s+){0,2}costophrenic\b|\bcostophrenic\s+(?:angles?|sulcus|sulci)\s+(?:\w+\s+){0,2}blunt\w*|"
      r"\bmeniscus\b", "Pleural Effusion", "costophrenic angle blunting"),
     (r"\b(?:calcified\s+)?granulomas?\b", "Lung Lesion", "calcified nodule"),
     (r"\b(?:apical\s+)?pleural\s+(?:thickening|scarring|plaques?)\b|\bapical\s+cap\b", "Pleural Other", "pleural thickening"),
 )
+# Labeler mentions an expert reading overrides: (pattern, class whose overlapping mention is
+# dropped, class, concept). "Prior granulomatous infection" is a healed, calcified process,
+# not an active pneumonia.
+EXPERT_OVERRIDES: tuple[tuple[str, str, str, str], ...] = (
+    (r"\b(?:prior|old|previous|remote|healed|residuals?\s+of\s+(?:prior\s+)?)\s*granulomatous\s+(?:infection|disease)\b|"
+     r"\bgranulomatous\s+(?:infection|disease)\b", "Pneumonia", "Lung Lesion", "healed granulomatous disease"),
+)
+_COMPILED_OVERRIDES = tuple((re.compile(p), drop, disease, concept) for p, drop, disease, concept in EXPERT_OVERRIDES)
 _COMPILED_EXPERT = tuple((re.compile(p), disease, concept) for p, disease, concept in EXPERT_FINDINGS)
 # Narrow negation cues for expert mentions: "stable"/"normal" must not negate
 # "stable sternotomy wires" (the labeler's own cues decide its mentions).
@@ -348,6 +363,12 @@ def find_mentions(sentence: str) -> tuple[str, list[FindingMention]]:
     mentions = _labeler_mentions(text)
     if mentions is None:
         mentions = _keyword_mentions(text)
+    for pattern, drop, disease, concept in _COMPILED_OVERRIDES:
+        for match in pattern.finditer(text):
+            start, end = match.span()
+            mentions = [m for m in mentions if not (m.disease == drop and m.start < end and start < m.end)]
+            clause = clause_of(text, start, end)
+            mentions.append(FindingMention(disease, _expert_label(text, start, clause), start, end, concept, clause))
     for pattern, disease, concept in _COMPILED_EXPERT:
         for match in pattern.finditer(text):
             start, end = match.span()
