@@ -89,7 +89,8 @@ def _box_belongs(box: Box, sentence: str) -> bool:
     return bool(phrase) and (phrase in sentence.lower() or sentence.lower().strip(" .") in phrase)
 
 
-_ITEM_SPLIT = re.compile(r",\s*(?:and\s+|or\s+|nor\s+)?|\s+(?:and|or|nor|with)\s+")
+# List joints inside a clause; "consistent/compatible with" continues the item.
+_ITEM_SPLIT = re.compile(r",\s*(?:and\s+|or\s+|nor\s+)?|\s+(?:and|or|nor)\s+|(?<!consistent)(?<!compatible)\s+with\s+")
 _HAS_NEGATION = re.compile(r"\b(?:no|not|without|negative|free|absence|resolved|removed|normal|unremarkable|clear)\b")
 _HAS_HEDGE = re.compile(r"\b(?:may|might|could|possible|possibly|probabl\w*|likely|suggest\w*|concern\w*|"
                         r"questionable|versus|suspicious|excluded|borderline)\b")
@@ -140,8 +141,10 @@ def sentence_chains(sentence: str) -> list[Chain]:
             finding = _piece(sentence, text, *item)
             cue = {0: _HAS_NEGATION, -1: _HAS_HEDGE}.get(mention.label)
             if cue is not None and not cue.search(text[mention.clause[0]:mention.start]):
-                # the cue follows the list ("X and Y are normal"): keep the clause whole
-                finding = _piece(sentence, text, *mention.clause)
+                # the cue follows the mention: its item when it carries the cue ("heart size is
+                # normal and ..."), else the whole clause ("X and Y are within normal limits")
+                if not cue.search(finding.lower()):
+                    finding = _piece(sentence, text, *mention.clause)
             elif cue is not None and not cue.search(finding.lower()):
                 # a list item under a leading cue ("no X, Y, or Z") reads as its own statement
                 finding = ("No " if mention.label == 0 else "Possible ") + finding[:1].lower() + finding[1:]

@@ -36,6 +36,10 @@ _LUNG_PART = (r"(?:lung|lobe|lobar|base|basilar|basal|basis|hemithorax|costophre
               r"mid-lung|lingula|lingular|hemidiaphragm|diaphragm|perihilar|pleural|chest|upper zone|lower zone|"
               r"mid zone|rib|ribs|volume loss|effusion|pneumothorax|opacity|opacities|consolidation|atelectasis)")
 
+# Up to three words between a side and a lung part, not across a list joint ("left effusion
+# and right basilar atelectasis" must not read "effusion and right" as a right-lung phrase).
+_GAP3 = r"(?:(?!(?:and|or|with|but|nor)\b)\w+\s+){0,3}"
+
 # Ordered: the first pattern that matches a sentence decides its region(s); specific
 # structures come before the lungs, sided lung phrases before unsided ones.
 ANATOMY_LEXICON: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -58,9 +62,9 @@ ANATOMY_LEXICON: tuple[tuple[str, tuple[str, ...]], ...] = (
     (r"\b(?:mediastin\w*|sternotomy|sternal|aorta|aortic|svc|superior vena cava|cavoatrial|thoracic inlet|paratracheal|"
      r"great vessels)\b", ("mediastinum",)),
     (rf"\b{_BOTH}\b", ("whole lung",)),
-    (rf"\b{_LEFT}\s+(?:\w+\s+){{0,3}}{_LUNG_PART}\b|\b{_LUNG_PART}\s+(?:\w+\s+){{0,3}}(?:on the )?{_LEFT}\b",
+    (rf"\b{_LEFT}\s+{_GAP3}{_LUNG_PART}\b|\b{_LUNG_PART}\s+{_GAP3}(?:on the )?{_LEFT}\b",
      ("left lung",)),
-    (rf"\b{_RIGHT}\s+(?:\w+\s+){{0,3}}{_LUNG_PART}\b|\b{_LUNG_PART}\s+(?:\w+\s+){{0,3}}(?:on the )?{_RIGHT}\b",
+    (rf"\b{_RIGHT}\s+{_GAP3}{_LUNG_PART}\b|\b{_LUNG_PART}\s+{_GAP3}(?:on the )?{_RIGHT}\b",
      ("right lung",)),
     (r"\b(?:lungs|lung|pulmonary|pleural|pneumothorax|effusion|airspace|interstitial|hyperinflat\w*|"
      r"edema|opacit\w*|consolidat\w*|atelecta\w*|emphysema|volumes?)\b", ("whole lung",)),
@@ -74,7 +78,7 @@ DEFAULT_REGION = "whole lung"
 # ("consolidation", "effusion"): they say nothing about where, so they never beat a
 # located phrase nearby ("left lower lobe opacity, likely atelectasis" -> left lung).
 _GENERIC_DISEASE_WORD = re.compile(r"(?:pneumothorax|effusion|edema|opacit\w*|consolidat\w*|atelecta\w*|"
-                                   r"emphysema|hyperinflat\w*)", re.IGNORECASE)
+                                   r"emphysema|hyperinflat\w*|airspace|interstitial)", re.IGNORECASE)
 
 
 def region_matches(text: str) -> list[tuple[int, int, int, tuple[str, ...]]]:
@@ -82,9 +86,14 @@ def region_matches(text: str) -> list[tuple[int, int, int, tuple[str, ...]]]:
     found: list[tuple[int, int, int, tuple[str, ...]]] = []
     last = len(_COMPILED_LEXICON) - 1
     for rank, (pattern, regions) in enumerate(_COMPILED_LEXICON):
-        for match in pattern.finditer(text):
-            if rank == last and _GENERIC_DISEASE_WORD.fullmatch(match.group()):
+        # Overlapping matches too (search again from the next character): a long match
+        # must not hide a nearer phrase that shares its words.
+        pos, seen = 0, set()
+        while (match := pattern.search(text, pos)) is not None:
+            pos = match.start() + 1
+            if match.span() in seen or (rank == last and _GENERIC_DISEASE_WORD.fullmatch(match.group())):
                 continue
+            seen.add(match.span())
             found.append((rank, match.start(), match.end(), regions))
     return found
 
@@ -236,7 +245,7 @@ def label_sentences(sentences: list[str]) -> list[dict[str, int | None]]:
 # sign that the CheXpert mention lexicon does not list, and name the concept linking a sign
 # to its class where the lexicon already finds the class (collapse -> Atelectasis).
 EXPERT_FINDINGS: tuple[tuple[str, str, str | None], ...] = (
-    (r"\b(?:low(?:er)?|reduced|decreased|diminished)\s+(?:lung\s+)?volumes?\b|\blow\s+in\s+volume\b|\blung\s+volumes\s+are\s+(?:\w+\s+)?low\b|"
+    (r"\b(?:low(?:er)?|reduced|decreased|diminished)\s+(?:lung\s+)?volumes?\b(?![\s-]+normal)|\blow\s+in\s+volume\b|\blung\s+volumes\s+are\s+(?:\w+\s+)?low\b(?![\s-]+normal)|"
      r"\bhypoinflat\w*|\bhypoexpan\w*|\bshallow\s+inspiration\b|\bpoor(?:ly)?\s+inspirat\w*",
      "Atelectasis", "volume loss"),
     (r"\bvolume\s+loss\b", "Atelectasis", "volume loss"),
@@ -252,7 +261,7 @@ EXPERT_FINDINGS: tuple[tuple[str, str, str | None], ...] = (
      "Edema", "pulmonary venous congestion"),
     (r"\bblunt(?:ing|ed)\s+(?:of\s+)?(?:the\s+)?(?:\w+\s+){0,2}costophrenic\b|\bcostophrenic\s+(?:angles?|sulcus|sulci)\s+(?:\w+\s+){0,2}blunt\w*|"
      r"\bmeniscus\b", "Pleural Effusion", "costophrenic angle blunting"),
-    (r"\b(?:calcified\s+)?granulomas?\b", "Lung Lesion", "calcified nodule"),
+    (r"\b(?:calcified\s+)?granulom(?:as?|ata)\b", "Lung Lesion", "calcified nodule"),
     (r"\b(?:apical\s+)?pleural\s+(?:thickening|scarring|plaques?)\b|\bapical\s+cap\b", "Pleural Other", "pleural thickening"),
 )
 # Labeler mentions an expert reading overrides: (pattern, class whose overlapping mention is
@@ -357,7 +366,8 @@ def find_mentions(sentence: str) -> tuple[str, list[FindingMention]]:
     CheXpert mentions come from the project's labeler (its negation/uncertainty rules),
     expert mentions from :data:`EXPERT_FINDINGS`. An expert mention overlapping a labeler
     mention of the same class only lends it its concept; two mentions of one class in one
-    clause are one mention (the first), so "left lower lobe collapse/atelectasis" is one chain.
+    clause and region are one mention (the first): "low lung volumes with bibasilar collapse"
+    is one chain, "left pleural effusion and small right pleural effusion" two.
     """
     text = clean_sentence(sentence)
     mentions = _labeler_mentions(text)
@@ -384,7 +394,8 @@ def find_mentions(sentence: str) -> tuple[str, list[FindingMention]]:
     mentions.sort(key=lambda m: (m.start, m.end))
     kept: list[FindingMention] = []
     for mention in mentions:
-        duplicate = next((k for k in kept if k.disease == mention.disease and k.clause == mention.clause), None)
+        duplicate = next((k for k in kept if k.disease == mention.disease and k.clause == mention.clause
+                          and mention_region(text, k) == mention_region(text, mention)), None)
         if duplicate is None:
             kept.append(mention)
         elif duplicate.concept is None and mention.concept is not None:
