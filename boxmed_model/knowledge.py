@@ -57,9 +57,9 @@ ANATOMY_LEXICON: tuple[tuple[str, tuple[str, ...]], ...] = (
     (r"\b(?:abdomen|abdominal|subdiaphragmatic|free air|bowel|stomach|gastric|nasogastric|ng tube|"
      r"feeding tube|enteric tube|upper quadrant|cholecystectomy|liver|splenic)\b", ("abdomen",)),
     (r"\b(?:heart|cardiac|cardiomegaly|cardiomediastinal|pericardial|cardio\w*|atrium|atrial|ventric\w*|pacemaker|"
-     r"pacer|valve|cabg)\b", ("cardiac silhouette",)),
+     r"pacer|valve)\b", ("cardiac silhouette",)),
     # Sternotomy wires lie on the midline sternum, projected over the mediastinum.
-    (r"\b(?:mediastin\w*|sternotomy|sternal|aorta|aortic|svc|superior vena cava|cavoatrial|thoracic inlet|paratracheal|"
+    (r"\b(?:mediastin\w*|sternotomy|sternal|cabg|aorta|aortic|svc|superior vena cava|cavoatrial|thoracic inlet|paratracheal|"
      r"great vessels)\b", ("mediastinum",)),
     (rf"\b{_BOTH}\b", ("whole lung",)),
     (rf"\b{_LEFT}\s+{_GAP3}{_LUNG_PART}\b|\b{_LUNG_PART}\s+{_GAP3}(?:on the )?{_LEFT}\b",
@@ -324,9 +324,13 @@ def clause_of(text: str, start: int, end: int) -> tuple[int, int]:
     return clause_start, clause_end
 
 
-def _expert_label(text: str, start: int, clause: tuple[int, int]) -> int:
+_EXPERT_POST_NEG_RE = re.compile(r"\b(?:(?:has|have)\s+been\s+)?(?:removed|resolved|no\s+longer\s+(?:seen|visible|present)|"
+                                 r"not\s+(?:seen|present|identified|visualized))\b")
+
+
+def _expert_label(text: str, start: int, end: int, clause: tuple[int, int]) -> int:
     before = text[clause[0]:start]
-    if _EXPERT_NEG_RE.search(before):
+    if _EXPERT_NEG_RE.search(before) or _EXPERT_POST_NEG_RE.search(text, end, clause[1]):
         return 0
     if _EXPERT_UNC_RE.search(text[clause[0]:clause[1]]):
         return -1
@@ -378,7 +382,7 @@ def find_mentions(sentence: str) -> tuple[str, list[FindingMention]]:
             start, end = match.span()
             mentions = [m for m in mentions if not (m.disease == drop and m.start < end and start < m.end)]
             clause = clause_of(text, start, end)
-            mentions.append(FindingMention(disease, _expert_label(text, start, clause), start, end, concept, clause))
+            mentions.append(FindingMention(disease, _expert_label(text, start, end, clause), start, end, concept, clause))
     for pattern, disease, concept in _COMPILED_EXPERT:
         for match in pattern.finditer(text):
             start, end = match.span()
@@ -390,7 +394,7 @@ def find_mentions(sentence: str) -> tuple[str, list[FindingMention]]:
                         mentions[i] = FindingMention(old.disease, old.label, old.start, old.end, concept, old.clause)
                 continue
             clause = clause_of(text, start, end)
-            mentions.append(FindingMention(disease, _expert_label(text, start, clause), start, end, concept, clause))
+            mentions.append(FindingMention(disease, _expert_label(text, start, end, clause), start, end, concept, clause))
     mentions.sort(key=lambda m: (m.start, m.end))
     kept: list[FindingMention] = []
     for mention in mentions:
