@@ -9,6 +9,10 @@ finding sentence onto them.
 * :data:`DISEASE_KEYWORDS`: a small keyword map used to assign disease categories **only
   when the project's rule-based CheXpert labeler cannot be imported** (see
   :func:`label_sentences`); the labeler is the reference.
+* :data:`EXPERT_FINDINGS` / :data:`EXPERT_OVERRIDES`: expert finding -> disease mappings with
+  their intermediate concept ("low lung volumes" -> volume loss -> Atelectasis, "sternotomy
+  wires" -> post-surgical hardware -> Support Devices); :func:`find_mentions` merges them with
+  the labeler's mentions and :func:`mention_region` gives each mention its nearest region.
 """
 
 from __future__ import annotations
