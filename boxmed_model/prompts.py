@@ -65,4 +65,4 @@ def all_template_texts() -> list[str]:
     """Every fixed text the prompts and targets use (for training a small tokenizer)."""
     return [SYSTEM_PROMPT, MCL_PROMPT, SVR_PROMPT, REPORT_PROMPT,
             f"{THINK_OPEN} {THINK_CLOSE} {ANSWER_OPEN} {ANSWER_CLOSE}",
-            "Finding: -> Disease: -> Anatomy: -> Box: (120,340),(560,880) (absent) (uncertain)"]
+            "Finding: -> Concept: -> Disease: -> Anatomy: -> Box: (120,340),(560,880) (absent) (uncertain)"]

@@ -32,7 +32,7 @@ def chains_command(dataset: str, data_root: str | None, split: str, limit: int, 
         chains = cot.build_chains(study, image_size=_image_size(study))
         if as_jsonl:
             click.echo(json.dumps({"id": study.id, "chains": [
-                {"finding": c.finding, "diseases": c.diseases, "regions": c.regions, "boxes": c.boxes}
+                {"finding": c.finding, "concept": c.concept, "diseases": c.diseases, "regions": c.regions, "boxes": c.boxes}
                 for c in chains]}))
             continue
         click.secho(study.id, bold=True)
