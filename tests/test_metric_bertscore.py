@@ -34,8 +34,8 @@ def _roberta_dir(root: Path) -> Path:
     bpe.train_from_iterator(CORPUS * 3, vocab_size=300, min_frequency=1,
                             special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
     bpe.save_model(str(path))
-    tokenizer = RobertaTokenizer(vocab_file=str(path / "vocab.json"), merges_file=str(path / "merges.txt"),
-                                 model_max_length=60)
+    # from_pretrained: transformers 5 ignores vocab_file= in the constructor
+    tokenizer = RobertaTokenizer.from_pretrained(str(path), model_max_length=60)
     tokenizer.save_pretrained(path)
     config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=6, num_attention_heads=2,
                            intermediate_size=37, max_position_embeddings=64, pad_token_id=1, bos_token_id=0,
@@ -52,7 +52,7 @@ def _distilbert_dir(root: Path) -> Path:
     path.mkdir()
     words = sorted({w for line in CORPUS for w in line.split()})
     (path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
-    tokenizer = BertTokenizer(vocab_file=str(path / "vocab.txt"), do_lower_case=True, model_max_length=60)
+    tokenizer = BertTokenizer.from_pretrained(str(path), do_lower_case=True, model_max_length=60)
     tokenizer.save_pretrained(path)
     config = DistilBertConfig(vocab_size=len(tokenizer), dim=32, n_layers=6, n_heads=2, hidden_dim=37,
                               max_position_embeddings=64)
@@ -69,9 +69,31 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def _package_f1(path: Path, variant: str, cands: list[str], refs: list[str], idf: bool = False) -> list[float]:
     scorer = bert_score.BERTScorer(model_type=str(path), num_layers=5, lang="en", rescale_with_baseline=True,
-                                   baseline_path=str(baseline_file(VARIANTS[variant])), idf=idf,
-                                   idf_sents=refs if idf else None, device="cpu")
+                                   baseline_path=str(baseline_file(VARIANTS[variant])), device="cpu")
+    if variant == "cxr":
+        # bert-score asks RoBERTa's tokenizer for add_prefix_space=True per call, which transformers 5
+        # ignores; a tokenizer built with it restores what bert-score computes on transformers 3/4
+        from transformers import AutoTokenizer
+
+        scorer._tokenizer = AutoTokenizer.from_pretrained(str(path), add_prefix_space=True)
+    if idf:
+        scorer._idf = True
+        scorer.compute_idf(refs)
     return scorer.score(cands, refs)[2].tolist()
+
+
+def test_roberta_tokens_have_the_prefix_space(models: dict[str, Path]) -> None:
+    """bert-score's sent_encode on our scorer gives the tokens of ' ' + text (bert-score on
+    transformers 3/4), not those of text alone (what it silently does on transformers 5)."""
+    from bert_score.utils import sent_encode
+    from transformers import AutoTokenizer
+
+    metric = METRICS.get("bertscore")(model=str(models["cxr"]), device="cpu")
+    scorer = metric.build_scorer([])
+    plain = AutoTokenizer.from_pretrained(str(models["cxr"]))
+    text = "Lungs are clear."
+    assert sent_encode(scorer._tokenizer, text) == plain.encode(" " + text)
+    assert sent_encode(scorer._tokenizer, text) != plain.encode(text)
 
 
 @pytest.mark.parametrize("variant", ["cxr", "radeval"])

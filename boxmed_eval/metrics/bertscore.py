@@ -158,22 +158,37 @@ class BertScoreMetric(Metric):
     def prepare(self, text: str) -> str:
         return re.sub(r" +", " ", text) if self.variant.collapse_spaces else text
 
-    def score(self, references: list[str], hypotheses: list[str]) -> list[float]:
-        """F1 per (reference, hypothesis) pair, as one bert-score call on the whole corpus."""
+    def build_scorer(self, idf_sents: list[str]) -> Any:
+        """bert-score's ``BERTScorer`` on the local weights (idf from ``idf_sents`` when on)."""
         import torch
         from bert_score import BERTScorer
 
         path = find_model_dir(self.variant, self.model_option)
         check_architecture(self.variant, path)
+        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        scorer = BERTScorer(model_type=str(path), num_layers=self.variant.layer, batch_size=self.batch_size,
+                            lang="en", rescale_with_baseline=self.variant.rescale,
+                            baseline_path=str(baseline_file(self.variant)), device=device)
+        if self.variant.architecture == "roberta":
+            # bert-score encodes RoBERTa input with encode(..., add_prefix_space=True); transformers 5
+            # ignores that per-call argument, so the first word would lose its leading-space token
+            # and scores would differ from bert-score on transformers 3/4 (what CXR-Report-Metric
+            # and ReXrank ran). A tokenizer built with add_prefix_space=True restores them.
+            from transformers import AutoTokenizer
+
+            scorer._tokenizer = AutoTokenizer.from_pretrained(str(path), add_prefix_space=True)
+        if self.idf:
+            scorer._idf = True
+            scorer.compute_idf(idf_sents)  # with the tokenizer above
+        return scorer
+
+    def score(self, references: list[str], hypotheses: list[str]) -> list[float]:
+        """F1 per (reference, hypothesis) pair, as one bert-score call on the whole corpus."""
         refs = [self.prepare(r) for r in references]
         hyps = [self.prepare(h) for h in hypotheses]
         if not refs:
             return []
-        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        scorer = BERTScorer(model_type=str(path), num_layers=self.variant.layer, batch_size=self.batch_size,
-                            lang="en", rescale_with_baseline=self.variant.rescale,
-                            baseline_path=str(baseline_file(self.variant)), idf=self.idf,
-                            idf_sents=refs if self.idf else None, device=device)
+        scorer = self.build_scorer(refs)
         _, _, f1 = scorer.score(hyps, refs, batch_size=self.batch_size)
         return [float(v) for v in f1.tolist()]
 
