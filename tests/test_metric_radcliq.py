@@ -76,3 +76,38 @@ def test_family_unavailable_names_each_component(monkeypatch: pytest.MonkeyPatch
     result = compute_metrics(["radcliq"], refs, hyps)
     assert not any(k.startswith("radcliq_v") for k in result.corpus)
     assert any("radcliq" in m and "skipped" in m for m in result.messages)
+
+
+def test_family_wires_components_by_id(report_scores: pd.DataFrame) -> None:
+    """With the components' per-report scores given (CXR-Report-Metric's own columns), the family
+    computes the composite per study id and its corpus figures, 1/RadCliQ-v1 included."""
+    from boxmed_eval.metrics.base import Metric, MetricResult
+
+    root = shared_data("generated_reports", "moerad_iu_xray")
+    gts, preds = pd.read_csv(root / "gts.csv"), pd.read_csv(root / "preds.csv")
+    ids = list(gts["study_id"])[:40][::-1]  # an order different from the file's
+    rows = {sid: k for k, sid in enumerate(gts["study_id"])}
+
+    class Given(Metric):
+        def __init__(self, name: str, column: str, dtype: type = np.float64) -> None:
+            super().__init__()
+            self.metric_name, self.column, self.dtype = name, column, dtype
+
+        def compute(self, references, hypotheses, **_):  # type: ignore[override]
+            values = report_scores[self.column].to_numpy(self.dtype)
+            return MetricResult(per_sample={self.metric_name: {i: float(values[rows[i]]) for i in references}})
+
+    metric = METRICS.get("radcliq")()
+    metric._components = {"bertscore": Given("bertscore_cxr", "bertscore", np.float32),
+                          "sembscore": Given("sembscore", "semb_score"),
+                          "radgraph": Given("radgraph_combined", "radgraph_combined")}
+    refs = {i: gts["report"][rows[i]] for i in ids}
+    hyps = {i: preds["report"][rows[i]] for i in ids}
+    result = metric.compute(refs, hyps)
+    for i in ids:
+        assert result.per_sample["radcliq_v0"][i] == pytest.approx(report_scores["RadCliQ-v0"][rows[i]], abs=1e-12)
+        assert result.per_sample["radcliq_v1"][i] == pytest.approx(report_scores["RadCliQ-v1"][rows[i]], abs=1e-12)
+        assert result.per_sample["radcliq_bleu_2"][i] == pytest.approx(report_scores["bleu_score"][rows[i]], abs=1e-12)
+    v1 = np.mean([report_scores["RadCliQ-v1"][rows[i]] for i in ids])
+    assert result.corpus["radcliq_v1"] == pytest.approx(v1, abs=1e-12)
+    assert result.corpus["radcliq_v1_inverse"] == pytest.approx(1 / v1)

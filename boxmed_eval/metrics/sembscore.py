@@ -59,7 +59,8 @@ class SembScoreMetric(Metric):
         try:
             self._get_labeler()  # finds the checkpoint (never downloads)
         except MissingResourceError as exc:
-            return False, str(exc).replace("--checkpoint PATH", "sembscore.checkpoint=PATH")
+            message = str(exc).replace("--checkpoint PATH", "sembscore.checkpoint=PATH")
+            return False, message.split("; the default labeler")[0]  # that hint is about chexpert
         return True, ""
 
     def embed(self, reports: list[str]) -> np.ndarray:
