@@ -49,13 +49,25 @@ def test_variants_hand_worked() -> None:
 
 
 def test_radgraph_without_model_says_what_to_pass(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import boxmed_eval.metrics.radgraph as radgraph_module
+
     monkeypatch.delenv("BOXMED_RADGRAPH_MODEL", raising=False)
+    monkeypatch.setattr(radgraph_module, "transformers_blocker", lambda: "")  # as on transformers 4
     ok, reason = METRICS.get("radgraph")().available()
     assert not ok and "radgraph.model_dir=DIR" in reason and "BOXMED_RADGRAPH_MODEL" in reason
     ok, reason = METRICS.get("radgraph")(model_dir=str(tmp_path)).available()
     assert not ok and "weights.th" in reason
     with pytest.raises(Exception, match="variant"):
         METRICS.get("radgraph")(variant="strict")
+
+
+def test_transformers_5_blocks_with_the_reason() -> None:
+    transformers = pytest.importorskip("transformers")
+    ok, reason = METRICS.get("radgraph")(model_dir="/nonexistent").available()
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        assert not ok and "encode_plus" in reason and "transformers 4" in reason
+    else:
+        assert not ok and "weights.th" in reason
 
 
 def test_unavailable_families_do_not_block_others(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -66,4 +78,4 @@ def test_unavailable_families_do_not_block_others(monkeypatch: pytest.MonkeyPatc
     assert "chexpert_f1" in result.corpus
     assert not any(k.startswith(("radgraph", "ratescore")) for k in result.corpus)
     assert any("ratescore" in m and "medspacy" in m for m in result.messages)
-    assert any("radgraph" in m and "model_dir" in m for m in result.messages)
+    assert any("radgraph" in m and "skipped" in m for m in result.messages)

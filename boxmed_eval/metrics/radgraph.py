@@ -26,11 +26,17 @@ folder is empty; here it is checked first and the Hub is set offline while it lo
 downloaded. ``radgraph.model_type``: ``radgraph`` (default: the model of CXR-Report-Metric's RadCliQ
 and of RadEval's ``radgraph``) or ``radgraph-xl`` (the package's default).
 
-Status on this project's stack (transformers 5): ``radgraph`` 0.1.18 installs with ``--no-deps``
-and imports once ``dotmap appdirs jsonpickle nltk h5py requests`` are present (checked). Whether its
-inference runs on transformers 5 was NOT checked (no checkpoint here). The scoring functions below
-are boxmed-eval's own, written from the package's ``rewards.py`` and CXR-Report-Metric's
-``radgraph_evaluate_model.py`` and tested on hand-made annotations.
+Status on this project's stack (transformers 5), checked 2026-12-02 with ``radgraph`` 0.1.18
+installed ``--no-deps`` (plus ``dotmap appdirs jsonpickle nltk h5py requests``): it imports, but
+building its model fails: its vendored allennlp ``PretrainedTransformerTokenizer`` calls
+``tokenizer.encode_plus``, which transformers 5 removed (AttributeError, 4 call sites; found by
+loading a tiny random checkpoint written in the package's archive layout). So on transformers >= 5
+the family reports itself unavailable with that reason; on transformers 4 it runs the package
+(that path was not run here). Making it run on transformers 5 needs either a radgraph release
+that drops ``encode_plus`` or an own DyGIE inference loading ``weights.th`` strictly; neither is
+done. The scoring functions below are boxmed-eval's own, written from the package's
+``rewards.py`` and CXR-Report-Metric's ``radgraph_evaluate_model.py`` and tested on hand-made
+annotations; they need no model.
 """
 
 from __future__ import annotations
@@ -102,6 +108,20 @@ def radgraph_scores(reference: Annotation, hypothesis: Annotation) -> dict[str, 
     }
 
 
+def transformers_blocker() -> str:
+    """Why the radgraph package cannot build its model on the installed transformers ('' if it can)."""
+    try:
+        import transformers
+    except ImportError:
+        return "needs transformers 4 and the radgraph package"
+    major = int(str(transformers.__version__).split(".")[0])
+    if major >= 5:
+        return (f"the radgraph package (0.1.18) cannot build its model on transformers {transformers.__version__}: "
+                "its vendored allennlp tokenizer calls tokenizer.encode_plus, removed in transformers 5; "
+                "needs an environment with transformers 4.x (pip install 'transformers<5' and " + INSTALL_HINT + ")")
+    return ""
+
+
 @contextlib.contextmanager
 def _hub_offline() -> Iterator[None]:
     saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
@@ -149,6 +169,9 @@ class RadGraphMetric(Metric):
         return folder
 
     def available(self) -> tuple[bool, str]:
+        blocked = transformers_blocker()
+        if blocked:
+            return False, blocked
         try:
             self._model_folder()
         except MissingResourceError as exc:
