@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[train,judges,test]"
+	$(BIN)/python -m pip install --quiet -e ".[train,judges,clinical,test]"
 	touch $(STAMP)
 
 install: $(STAMP)
