@@ -410,7 +410,8 @@ def _refresh(manifest: dict[str, Any], out: Path) -> dict[str, Any]:
     """Top-level fields the plugin reads, from the adapter's chain (else the latest phase-I stage)."""
     stages = manifest["stages"]
     adapter = stages.get("adapter")
-    lineage = adapter["lineage"] if adapter else (stages.get("svr") or stages.get("mcl") or {}).get("lineage", [])
+    last = "adapter" if adapter else "svr" if "svr" in stages else "mcl" if "mcl" in stages else None
+    lineage = _stored_lineage(manifest, last) if last else []
     phase1 = [s for s in lineage if s != "adapter"]
     manifest["phase1"] = stages[phase1[-1]]["path"] if phase1 else None
     manifest["adapter"] = adapter["path"] if adapter else None
