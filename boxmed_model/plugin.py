@@ -458,3 +458,12 @@ def train_from_wiring(stage: str, base: str, cfg: Any, wiring: DataWiring, out: 
 
 
 BoxMedRL.training_command = train_command
+
+
+def _reproduce_commands() -> dict[str, click.Command]:
+    from boxmed_model.reproduce import REPRODUCE_COMMANDS
+
+    return REPRODUCE_COMMANDS
+
+
+BoxMedRL.reproduce_commands = _reproduce_commands()
