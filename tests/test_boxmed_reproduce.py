@@ -124,3 +124,13 @@ def test_reproduce_table4_on_demo(tmp_path: Path, quick_toml: Path) -> None:
     # resumable: a rerun trains nothing and generates nothing new
     again = CliRunner().invoke(main, args, catch_exceptions=False)
     assert again.exit_code == 0 and "built the tiny base" not in again.output
+
+
+def test_max_new_tokens_defaults_from_the_dataset() -> None:
+    from boxmed_eval.datasets.base import DATASETS
+    from boxmed_model.plugin import DEFAULT_MAX_NEW_TOKENS, default_max_new_tokens
+
+    assert default_max_new_tokens(DATASETS.get("mimic")) == 2 * 200 + 16  # long MIMIC findings fit
+    assert default_max_new_tokens(DATASETS.get("iu_xray")) == 2 * 80 + 16
+    assert default_max_new_tokens(None) == DEFAULT_MAX_NEW_TOKENS == 512
+    assert BoxMedRL(weights="tiny").max_new_tokens is None  # decided in setup() from the run's dataset
