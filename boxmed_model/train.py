@@ -10,15 +10,19 @@ Output directory layout (what :class:`boxmed_model.plugin.BoxMedRL` loads)::
     OUT/<stage>/checkpoint-N/   trainer checkpoints; a rerun resumes from the latest one
     OUT/<stage>/log_history.json  the trainer's logged losses / rewards
 
-A stage whose ``final/`` directory exists is skipped on rerun (delete it to retrain).
+A stage whose ``final/`` directory exists is skipped on rerun (delete it to retrain). Each
+stage's manifest entry records the chain that produced it (``lineage``, e.g. mcl -> svr ->
+adapter), the adapter's ``strategy`` and the datasets it saw; reusing an output with another
+``--ablation``/``--strategy``/data that would skip a stage trained differently is refused.
 
 Several GPUs or nodes: the trainers are accelerate-aware, so the same command scales with
 ``accelerate launch``, e.g. 8 GPUs on one node (DeepSpeed ZeRO-3 as in Visual-RFT is an
 ``accelerate config`` choice)::
 
     accelerate launch --num_processes 8 $(which boxmed-eval) train boxmedrl --stage all \\
-        --base Qwen/Qwen2-VL-2B-Instruct --dataset mimic --svr-dataset ms_cxr \\
-        --data-root /data/mimic-cxr-jpg --svr-data-root /data/ms-cxr --output runs/boxmedrl
+        --base Qwen/Qwen2-VL-2B-Instruct --pretrain-dataset ms_cxr --pretrain-dataset latte_cxr \\
+        --dataset mimic --data-root /data/mimic-cxr-jpg --dataset-option ms_cxr.reports=auto \\
+        --output runs/boxmedrl
 
     # two nodes: add --num_machines 2 --machine_rank R --main_process_ip HOST --main_process_port 29500
 """
