@@ -119,7 +119,8 @@ def test_reproduce_table4_on_demo(tmp_path: Path, quick_toml: Path) -> None:
     assert all(h in header for h in ("MCL", "SVR", "Adapter", "BLEU-1"))
     assert "Wilcoxon" in markdown and "* p < 0.05" in markdown
     csv = (out / "table4.csv").read_text().splitlines()
-    assert csv[0].startswith("configuration,mcl,svr,adapter,bleu_1") and len(csv) >= 5
+    assert csv[0].startswith("configuration,mcl,svr,adapter,bleu_1") and "bleu_1_stars" in csv[0] and len(csv) >= 5
+    assert csv[1].startswith("w/o MCL & SVR,no,no,yes,")  # the tick columns
     assert "\\begin{tabular}" in (out / "table4.tex").read_text()
     # resumable: a rerun trains nothing and generates nothing new
     again = CliRunner().invoke(main, args, catch_exceptions=False)
