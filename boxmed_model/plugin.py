@@ -21,7 +21,10 @@ learned them): the MCL reasoning chains (``Prediction.reasoning``) and, for ever
 the report, the SVR box (``Prediction.boxes``, pixels of the original first image, with the
 sentence as phrase and the chain's disease/region).
 
-Batched generation with left padding; greedy decoding.
+Batched generation with left padding; greedy decoding. The LoRA adapter is merged into the
+weights for report generation (grounded mode unmerges it while the phase-I model answers).
+``max_new_tokens`` defaults from the run's dataset (``report_words``). ``ablation=`` /
+``strategy=`` make the plugin refuse a trained run whose manifest says otherwise.
 """
 
 from __future__ import annotations
