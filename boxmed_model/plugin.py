@@ -294,6 +294,9 @@ def parse_wiring(pretrain: tuple[str, ...], dataset: str | None, data_root: tupl
     from boxmed_eval.datasets.base import DATASETS
     from boxmed_eval.plugins import parse_model_args
 
+    twice = sorted({n for n in pretrain if pretrain.count(n) > 1})
+    if twice:
+        raise BoxmedError(f"--pretrain-dataset {', '.join(twice)} given more than once: name each set once")
     names = set(pretrain) | ({dataset} if dataset else set())
     known = set(DATASETS.names())
     roots: dict[str, str] = {}
@@ -336,7 +339,8 @@ def load_pretraining(wiring: DataWiring, split: str, limit: int | None) -> list[
         studies = _load_studies(name, wiring.root(name), split, limit, wiring.options.get(name))
         if not any(s.boxes for s in studies):
             raise BoxmedError(f"pretraining dataset {name!r} has no finding boxes in split {split!r} "
-                              f"({len(studies)} studies): MCL and SVR need box-sentence pairs "
+                              f"({len(studies)} studies{' kept by --limit' if limit else ''}): MCL and SVR need "
+                              "box-sentence pairs "
                               f"({', '.join(PRETRAIN_DATASETS)}); report-only sets such as mimic or iu_xray go to "
                               "--dataset (the adapter). Nothing was trained.")
         if len(wiring.pretrain) > 1:  # ids are unique per dataset only

@@ -44,6 +44,8 @@ def test_wiring_parses_per_dataset_roots_and_options() -> None:
     assert wiring.options == {"ms_cxr": {"reports": "auto"}, "latte_cxr": {"min_certainty": 3}}
     with pytest.raises(BoxmedError, match="NAME.KEY=VALUE"):
         parse_wiring(("demo",), None, (), ("reports=auto",))
+    with pytest.raises(BoxmedError, match="more than once"):
+        parse_wiring(("demo", "demo"), None, (), ())
     with pytest.raises(BoxmedError, match="not used here"):
         parse_wiring(("demo",), None, (), ("iu_xray.annotation=x.json",))
 
