@@ -10,15 +10,19 @@ Output directory layout (what :class:`boxmed_model.plugin.BoxMedRL` loads)::
     OUT/<stage>/checkpoint-N/   trainer checkpoints; a rerun resumes from the latest one
     OUT/<stage>/log_history.json  the trainer's logged losses / rewards
 
-A stage whose ``final/`` directory exists is skipped on rerun (delete it to retrain).
+A stage whose ``final/`` directory exists is skipped on rerun (delete it to retrain). Each
+stage's manifest entry records the chain that produced it (``lineage``, e.g. mcl -> svr ->
+adapter), the adapter's ``strategy`` and the datasets it saw; reusing an output with another
+``--ablation``/``--strategy``/data that would skip a stage trained differently is refused.
 
 Several GPUs or nodes: the trainers are accelerate-aware, so the same command scales with
 ``accelerate launch``, e.g. 8 GPUs on one node (DeepSpeed ZeRO-3 as in Visual-RFT is an
 ``accelerate config`` choice)::
 
     accelerate launch --num_processes 8 $(which boxmed-eval) train boxmedrl --stage all \\
-        --base Qwen/Qwen2-VL-2B-Instruct --dataset mimic --svr-dataset ms_cxr \\
-        --data-root /data/mimic-cxr-jpg --svr-data-root /data/ms-cxr --output runs/boxmedrl
+        --base Qwen/Qwen2-VL-2B-Instruct --pretrain-dataset ms_cxr --pretrain-dataset latte_cxr \\
+        --dataset mimic --data-root /data/mimic-cxr-jpg --dataset-option ms_cxr.reports=auto \\
+        --output runs/boxmedrl
 
     # two nodes: add --num_machines 2 --machine_rank R --main_process_ip HOST --main_process_port 29500
 """
@@ -268,6 +272,16 @@ def read_manifest(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def ablation_of(lineage: list[str] | None) -> str | None:
+    """The Table-4 row a stage chain belongs to: ["mcl", "svr", "adapter"] -> "full"."""
+    if not lineage:
+        return None
+    from boxmed_model.config import ABLATIONS
+
+    used = (("mcl" in lineage), ("svr" in lineage))
+    return next((name for name, flags in ABLATIONS.items() if flags == used), None)
+
+
 def _relative(path: str, out: Path) -> str:
     """Paths inside the run directory are stored relative to it (the directory can move);
     others (an HF id, a shared base) as given."""
@@ -277,16 +291,36 @@ def _relative(path: str, out: Path) -> str:
     try:
         return str(p.resolve().relative_to(out.resolve()))
     except ValueError:
-        return path
+        return str(p.resolve())
+
+
+def _stored_lineage(manifest: dict[str, Any], name: str) -> list[str]:
+    """The chain of stages that produced stage ``name`` (older manifests: followed via ``start``)."""
+    entry = manifest["stages"][name]
+    if "lineage" in entry:
+        return list(entry["lineage"])
+    by_path = {e["path"]: n for n, e in manifest["stages"].items()}
+    parent = by_path.get(entry.get("start"))
+    return (_stored_lineage(manifest, parent) if parent and parent != name else []) + [name]
 
 
 def run_pipeline(stage: str, base: str, cfg: PipelineConfig, out_dir: str | os.PathLike[str], *,
                  report_studies: list[Study] | None = None, grounding_studies: list[Study] | None = None,
-                 base_label: str | None = None) -> dict[str, Any]:
-    """Run ``stage`` (mcl, svr, adapter or all) and update the manifest. ``report_studies``
-    feed MCL and the adapter; ``grounding_studies`` (with boxes) feed SVR. Ablations skip
-    MCL and/or SVR under ``all``; a stage named explicitly runs from what the manifest says
-    came before it (or from the base)."""
+                 pretrain_studies: list[Study] | None = None, base_label: str | None = None,
+                 data: dict[str, Any] | None = None, shared: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``stage`` (mcl, svr, adapter or all) and update the manifest.
+
+    Data (paper Sec. 4.2): ``pretrain_studies`` (box-sentence sets: MS-CXR, LATTE-CXR) feed MCL
+    and SVR; ``report_studies`` (MIMIC-CXR, IU X-Ray) feed the adapter. Without
+    ``pretrain_studies``, MCL falls back to ``report_studies`` and SVR to ``grounding_studies``.
+    ``data`` (dataset names/options) is recorded per stage. ``shared`` maps a stage name to the
+    ``final/`` directory of an identical stage trained elsewhere (``reproduce`` shares MCL
+    between the Table-4 rows): it is recorded, not retrained.
+
+    Under ``all`` the ablation decides the chain (e.g. wo_svr: base -> MCL -> adapter); a
+    stage named explicitly starts from what the manifest says came before it. Every stage
+    records the chain that produced it; a finished stage that a new request would reuse but
+    that came from another chain, strategy or data is refused (before anything trains)."""
     if stage not in (*STAGES, "all"):
         raise BoxmedError(f"unknown stage {stage!r}; use mcl, svr, adapter or all")
     out = Path(out_dir)
@@ -296,39 +330,110 @@ def run_pipeline(stage: str, base: str, cfg: PipelineConfig, out_dir: str | os.P
     if manifest and manifest.get("base") != stored_base:
         raise BoxmedError(f"{out} was trained from base {manifest.get('base')!r}, not {stored_base!r}: "
                           "use another --output or the same --base")
-    manifest.update({"format": 1, "base": stored_base, "base_label": base_label or base, "config": cfg.to_dict()})
     manifest.setdefault("stages", {})
+    shared = dict(shared or {})
+    mcl_data = pretrain_studies or report_studies
+    svr_data = pretrain_studies or grounding_studies
     todo = [s for s in STAGES if s == stage or stage == "all"]
     if stage == "all":
         todo = [s for s in todo if (s != "mcl" or cfg.use_mcl) and (s != "svr" or cfg.use_svr)]
 
-    def stage_path(name: str) -> str | None:
-        entry = manifest["stages"].get(name)
-        return str(out / entry["path"]) if entry else None
+    # ---- plan every stage's start and chain before training anything
+    plan: dict[str, list[str]] = {}
+
+    def chain_before(name: str) -> list[str]:
+        if stage == "all":
+            return [s for s in ("mcl", "svr") if s in todo and STAGES.index(s) < STAGES.index(name)]
+        previous = {"mcl": (), "svr": ("mcl",), "adapter": ("svr", "mcl")}[name]
+        found = next((p for p in previous if p in manifest["stages"]), None)
+        return _stored_lineage(manifest, found) if found else []
 
     for name in todo:
-        if name == "mcl":
-            start = base
-            result = run_mcl(start, _need(report_studies, "mcl"), cfg, out, grounding_studies=grounding_studies)
+        plan[name] = chain_before(name) + [name]
+    stage_data_keys = {"mcl": (data or {}).get("pretrain") or (data or {}).get("dataset"),
+                       "svr": (data or {}).get("pretrain") or (data or {}).get("grounding"),
+                       "adapter": (data or {}).get("dataset")}
+    for name in todo:
+        if name not in manifest["stages"] or not (out / manifest["stages"][name]["path"]).exists():
+            continue
+        entry = manifest["stages"][name]
+        had = _stored_lineage(manifest, name)
+        problems = []
+        if had != plan[name]:
+            problems.append(f"it was trained as {' -> '.join(['base', *had])} (ablation "
+                            f"{ablation_of(had) or '?'}), this request needs {' -> '.join(['base', *plan[name]])}")
+        if name == "adapter" and entry.get("strategy", cfg.strategy) != cfg.strategy:
+            problems.append(f"its strategy is {entry.get('strategy')!r}, not {cfg.strategy!r}")
+        if stage_data_keys[name] is not None and entry.get("data") not in (None, stage_data_keys[name]):
+            problems.append(f"it was trained on {entry.get('data')}, not {stage_data_keys[name]}")
+        if problems:
+            raise BoxmedError(f"{out}: stage {name} exists but {'; '.join(problems)}. Nothing was trained: use "
+                              f"another --output for this --ablation/--strategy (or delete {out / name})")
+    if "svr" in todo and "svr" not in shared and not any(s.boxes for s in svr_data or []):
+        raise BoxmedError("SVR needs a pretraining dataset with finding boxes (ms_cxr, latte_cxr, demo): pass "
+                          "--pretrain-dataset NAME; nothing was trained")
+
+    manifest.update({"format": 2, "base": stored_base, "base_label": base_label or base})
+    manifest.setdefault("config", cfg.to_dict())
+
+    def stage_path(name: str) -> str | None:
+        entry = manifest["stages"].get(name)
+        if not entry:
+            return None
+        return str(out / entry["path"]) if not Path(entry["path"]).is_absolute() else entry["path"]
+
+    for name in todo:
+        before = plan[name][:-1]
+        start = stage_path(before[-1]) if before else base
+        if start is None:
+            raise BoxmedError(f"stage {name} needs stage {before[-1]} in {out} first")
+        if name in shared:
+            result = StageResult(name, str(Path(shared[name]).resolve()), skipped=True)
+        elif name == "mcl":
+            result = run_mcl(start, _need(mcl_data, "mcl"), cfg, out, grounding_studies=svr_data)
         elif name == "svr":
-            start = stage_path("mcl") or base
-            result = run_svr(start, _need(grounding_studies, "svr"), cfg, out)
+            result = run_svr(start, _need(svr_data, "svr"), cfg, out)
         else:
-            start = stage_path("svr") or stage_path("mcl") or base
             result = run_adapter(start, _need(report_studies, "adapter"), cfg, out)
         previous = manifest["stages"].get(name, {})
-        manifest["stages"][name] = {"path": _relative(result.path, out), "start": _relative(start, out),
-                                    "summary": result.summary or previous.get("summary")}
-        phase1 = stage_path("svr") or stage_path("mcl")
-        manifest["phase1"] = _relative(phase1, out) if phase1 else None
-        adapter = stage_path("adapter")
-        manifest["adapter"] = _relative(adapter, out) if adapter else None
-        manifest["adapter_kind"] = "lora" if cfg.use_adapter else "full"
-        atomic_write_json(out / MANIFEST, manifest)
+        entry = {"path": _relative(result.path, out), "start": _relative(start, out), "lineage": plan[name],
+                 "data": stage_data_keys[name] if stage_data_keys[name] is not None else previous.get("data"),
+                 "summary": result.summary or previous.get("summary")}
+        if name in shared:
+            entry["shared_from"] = entry["path"]
+        if name == "adapter":
+            entry["strategy"] = cfg.strategy
+        manifest["stages"][name] = entry
+        if name == "adapter" or "adapter" not in manifest["stages"]:
+            manifest["config"] = cfg.to_dict()
+        atomic_write_json(out / MANIFEST, _refresh(manifest, out))
     return manifest
+
+
+def _refresh(manifest: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Top-level fields the plugin reads, from the adapter's chain (else the latest phase-I stage)."""
+    stages = manifest["stages"]
+    adapter = stages.get("adapter")
+    last = "adapter" if adapter else "svr" if "svr" in stages else "mcl" if "mcl" in stages else None
+    lineage = _stored_lineage(manifest, last) if last else []
+    phase1 = [s for s in lineage if s != "adapter"]
+    manifest["phase1"] = stages[phase1[-1]]["path"] if phase1 else None
+    manifest["adapter"] = adapter["path"] if adapter else None
+    manifest["adapter_kind"] = None if not adapter else (
+        "lora" if STRATEGY_USES_ADAPTER(adapter.get("strategy", "adapter")) else "full")
+    manifest["ablation"] = ablation_of(lineage) if adapter else None
+    manifest["strategy"] = adapter.get("strategy") if adapter else None
+    return manifest
+
+
+def STRATEGY_USES_ADAPTER(strategy: str) -> bool:  # noqa: N802 - reads like the table it comes from
+    from boxmed_model.config import STRATEGIES
+
+    return STRATEGIES[strategy][2]
 
 
 def _need(studies: list[Study] | None, stage: str) -> list[Study]:
     if not studies:
-        raise BoxmedError(f"stage {stage} needs training studies (--dataset{' / --svr-dataset' if stage == 'svr' else ''})")
+        flag = "--dataset" if stage == "adapter" else "--pretrain-dataset (or a --dataset with boxes)"
+        raise BoxmedError(f"stage {stage} needs training studies ({flag})")
     return studies

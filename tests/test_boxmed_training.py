@@ -162,7 +162,15 @@ def test_plugin_generates_batched_reports(trained: Path, studies: list[Study]) -
     assert [p.id for p in predictions] == [s.id for s in studies]
     assert all(isinstance(p.report, str) and p.reasoning is None for p in predictions)
     assert plugin.provenance()["adapter"].endswith("adapter/final")
-    assert type(plugin.model).__name__ == "PeftModelForCausalLM"
+    # report mode merges the LoRA adapter into the weights: a plain model, no LoRA layers left
+    assert type(plugin.model).__name__ == "Qwen2VLForConditionalGeneration"
+    assert not any("lora_" in name for name, _ in plugin.model.named_parameters())
+    grounded = BoxMedRL(weights=str(trained), mode="grounded", max_new_tokens=6, max_reasoning_tokens=4)
+    grounded.setup()  # grounded mode keeps the adapter switchable (merged for reports, unmerged to ground)
+    assert type(grounded.model).__name__ == "PeftModelForCausalLM"
+    probe = studies[:1]
+    assert [p.report for p in BoxMedRL(weights=str(trained), max_new_tokens=6).generate(probe)] == \
+        [p.report for p in grounded.generate(probe)]  # merged and unmerged adapters write the same report
 
 
 def test_grounded_mode_returns_boxes_in_original_pixels(trained: Path, studies: list[Study], monkeypatch) -> None:
@@ -176,7 +184,7 @@ def test_grounded_mode_returns_boxes_in_original_pixels(trained: Path, studies: 
             return ["Mild cardiomegaly. No pneumothorax."] * len(conversations)
         if text.startswith("Read this chest"):
             return ["<think>Finding: Mild cardiomegaly. -> Disease: Cardiomegaly</think><answer>x</answer>"] * len(conversations)
-        return ["<think>heart</think><answer>(250,500),(500,1000)</answer>"] * len(conversations)
+        return ["<think>heart</think><answer>(250,500),(500,1000),(0,0),(100,100)</answer>"] * len(conversations)
 
     plugin.setup()
     monkeypatch.setattr(plugin, "_generate", fake_generate)
@@ -184,7 +192,7 @@ def test_grounded_mode_returns_boxes_in_original_pixels(trained: Path, studies: 
     assert calls == [(2, True), (2, False), (4, False)]  # reasoning and boxes come from the phase-I model
     first = predictions[0]
     assert first.reasoning == "Finding: Mild cardiomegaly. -> Disease: Cardiomegaly"
-    assert len(first.boxes) == 2
+    assert len(first.boxes) == 4  # every box of each of the two sentences is kept
     box = first.boxes[0]
     assert (box.x1, box.y1, box.x2, box.y2) == (112.0, 192.0, 224.0, 384.0)  # 448x384 original image
     assert box.phrase == "Mild cardiomegaly." and box.category == "Cardiomegaly" and box.region == "cardiac silhouette"

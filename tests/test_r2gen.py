@@ -11,7 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from boxmed_eval.errors import DataError, MissingResourceError
+from boxmed_eval.errors import BoxmedError, DataError, MissingResourceError
 from boxmed_eval.plugins import MODELS, get_model_class
 from plugins.r2gen.decoding import beam_search, greedy_search, trigram_block_mask
 from plugins.r2gen.model import (
@@ -269,7 +269,7 @@ def _official_layout_checkpoint(tmp_path: Path, *, data_parallel: bool = False) 
 @pytest.mark.parametrize("data_parallel", [False, True])
 def test_official_layout_checkpoint_loads_strictly(tmp_path: Path, data_parallel: bool) -> None:
     path, root, original = _official_layout_checkpoint(tmp_path, data_parallel=data_parallel)
-    plugin = R2GenPlugin(checkpoint=str(path), tokenizer=str(root / "annotation.json"), dataset_name="iu_xray",
+    plugin = R2GenPlugin(weights=str(path), tokenizer=str(root / "annotation.json"), dataset_name="iu_xray",
                          num_heads=4, rm_num_heads=4, image_size=64, device="cpu")
     plugin.setup(None)
     assert plugin.loaded is not None and plugin.loaded.kind == "official" and plugin.loaded.epoch == 7
@@ -277,24 +277,30 @@ def test_official_layout_checkpoint_loads_strictly(tmp_path: Path, data_parallel
     loaded = plugin.loaded.model.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in original.state_dict().items())
     # The vocabulary must be the one the checkpoint was trained with: a different threshold fails clearly.
-    wrong = R2GenPlugin(checkpoint=str(path), tokenizer=str(root / "annotation.json"), dataset_name="iu_xray",
+    wrong = R2GenPlugin(weights=str(path), tokenizer=str(root / "annotation.json"), dataset_name="iu_xray",
                         threshold=1, num_heads=4, rm_num_heads=4)
     with pytest.raises(DataError, match="threshold"):
         wrong.setup(None)
-    without_vocabulary = R2GenPlugin(checkpoint=str(path))
+    without_vocabulary = R2GenPlugin(weights=str(path))
     with pytest.raises(MissingResourceError, match="annotation"):
         without_vocabulary.setup(None)
 
 
 def test_plugin_errors_name_the_fix(tmp_path: Path) -> None:
-    with pytest.raises(MissingResourceError, match="checkpoint=PATH"):
+    with pytest.raises(MissingResourceError, match="weights=PATH"):
         R2GenPlugin()
+    # checkpoint= is the deprecated alias of weights= (one name across plugins), with a warning
+    with pytest.warns(DeprecationWarning, match="weights="):
+        alias = R2GenPlugin(checkpoint=str(tmp_path / "x.pth"))
+    assert alias.checkpoint == tmp_path / "x.pth"
+    with pytest.raises(BoxmedError, match="disagree"), pytest.warns(DeprecationWarning):
+        R2GenPlugin(checkpoint="a.pth", weights="b.pth")
     with pytest.raises(MissingResourceError, match="not found"):
-        R2GenPlugin(checkpoint=str(tmp_path / "missing.pth")).setup(None)
+        R2GenPlugin(weights=str(tmp_path / "missing.pth")).setup(None)
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(DataError, match="weights-only"):
-        R2GenPlugin(checkpoint=str(bad)).setup(None)
+        R2GenPlugin(weights=str(bad)).setup(None)
 
 
 # ----------------------------------------------------------------------------- training and generation
@@ -324,7 +330,7 @@ def test_train_resume_and_generate_through_the_cli(tmp_path: Path, registered: N
     from boxmed_eval.datasets import get_dataset
 
     studies = get_dataset("demo").load("test")[:3]
-    plugin = R2GenPlugin(checkpoint=str(out / "model_best.pth"), beam_size=3)
+    plugin = R2GenPlugin(weights=str(out / "model_best.pth"), beam_size=3)
     plugin.setup(None)
     predictions = plugin.generate(studies)
     assert [p.id for p in predictions] == [s.id for s in studies]
@@ -335,7 +341,7 @@ def test_train_resume_and_generate_through_the_cli(tmp_path: Path, registered: N
     run_dir = tmp_path / "run"
     result = runner.invoke(main, ["run", "--model", "r2gen", "--dataset", "demo", "--limit", "3", "--out",
                                   str(run_dir), "--metrics", "nlg", "--model-arg",
-                                  f"checkpoint={out / 'model_best.pth'}", "--model-arg", "beam_size=2"],
+                                  f"weights={out / 'model_best.pth'}", "--model-arg", "beam_size=2"],
                            catch_exceptions=False)
     assert result.exit_code == 0, result.output
     lines = (run_dir / "predictions.jsonl").read_text().splitlines()

@@ -50,6 +50,9 @@ class DatasetAdapter(ABC):
     needs: ClassVar[str] = ""
     env_var: ClassVar[str | None] = None
     credentialed: ClassVar[bool] = False  # PhysioNet data: never send to third-party services
+    # A high percentile of the findings length in words: report generators size their output
+    # cap from it (None: unknown, the generator's own default applies).
+    report_words: ClassVar[int | None] = None
 
     def __init__(self, data_root: str | os.PathLike[str] | None = None, *, check_images: bool = True,
                  **options: Any) -> None:

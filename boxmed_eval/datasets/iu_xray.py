@@ -18,6 +18,7 @@ class IUXray(DatasetAdapter):
     needs = ("--data-root (or BOXMED_IU_XRAY_ROOT) holding annotation.json and images/; "
              "options: annotation=PATH, images=DIR")
     env_var = "BOXMED_IU_XRAY_ROOT"
+    report_words = 80  # measured: 99th percentile of the R2Gen train findings is 78 words
 
     def load(self, split: str = "test") -> list[Study]:
         split = self.check_split(split)

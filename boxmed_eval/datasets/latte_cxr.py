@@ -134,6 +134,7 @@ class LatteCXR(DatasetAdapter):
              "chosen_only=true, split_from=latte|mimic")
     env_var = "BOXMED_MIMIC_ROOT"
     credentialed = True
+    report_words = 200  # MIMIC-CXR images and reports
 
     def _box_csv(self) -> Path:
         explicit = self.options.get("csv")

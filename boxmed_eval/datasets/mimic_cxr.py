@@ -217,6 +217,7 @@ class MimicCXR(DatasetAdapter):
              "annotation=PATH, images=DIR, reports=PATH, views=PA,AP, labels=PATH")
     env_var = "BOXMED_MIMIC_ROOT"
     credentialed = True
+    report_words = 200  # estimate: mean ~53 words (R2Gen paper), long findings run past 150
 
     def __init__(self, data_root: Any = None, *, check_images: bool = True, **options: Any) -> None:
         super().__init__(data_root, check_images=check_images, **options)

@@ -228,6 +228,7 @@ class MsCxr(DatasetAdapter):
              "labels=PATH (CheXpert CSV). PhysioNet credentialed data")
     env_var = "BOXMED_MIMIC_ROOT"
     credentialed = True
+    report_words = 200  # with reports=: MIMIC-CXR findings
 
     def csv_path(self) -> Path:
         option = self.options.get("csv") or os.environ.get("BOXMED_MS_CXR_CSV")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +41,12 @@ class R2GenPlugin(ReportGenerator):
     name = "r2gen"
     description = ("R2Gen (Chen et al. 2020): ResNet-101 + memory-driven Transformer (relational memory, MCLN), "
                    "beam search 3 with trigram blocking; trainable with `boxmed-eval train r2gen`")
-    needs = ("--model-arg checkpoint=PATH: a checkpoint from `boxmed-eval train r2gen` (vocabulary inside), or an "
+    needs = ("--model-arg weights=PATH: a checkpoint from `boxmed-eval train r2gen` (vocabulary inside), or an "
              "official R2Gen release (model_iu_xray.pth / model_mimic_cxr.pth) plus tokenizer=annotation.json and "
              "dataset_name; torch (a GPU helps)")
     arguments = {
-        "checkpoint": "path of the .pth checkpoint (ours or an official R2Gen release); required",
+        "weights": "path of the .pth checkpoint (ours or an official R2Gen release); required",
+        "checkpoint": "deprecated alias of weights=",
         "tokenizer": "tokenizer.json written by training, or the R2Gen annotation.json an official checkpoint was "
                      "trained with (vocabulary rebuilt from its train split)",
         "threshold": "word-count threshold when the vocabulary is rebuilt from an annotation.json "
@@ -62,12 +64,20 @@ class R2GenPlugin(ReportGenerator):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if "checkpoint" not in kwargs:
+        if "checkpoint" in kwargs:
+            # One name across plugins for "what to load": weights= (as boxmedrl). checkpoint= stays an alias.
+            warnings.warn("r2gen: --model-arg checkpoint= is deprecated, write weights= (same meaning)",
+                          DeprecationWarning, stacklevel=2)
+            log.warning("r2gen: --model-arg checkpoint= is deprecated; write weights=PATH")
+            if "weights" in kwargs and str(kwargs["weights"]) != str(kwargs["checkpoint"]):
+                raise BoxmedError("r2gen: weights= and its deprecated alias checkpoint= disagree; pass weights= only")
+            kwargs = {**kwargs, "weights": kwargs["checkpoint"]}
+        if "weights" not in kwargs:
             raise MissingResourceError(
-                "model 'r2gen' needs --model-arg checkpoint=PATH (train one with `boxmed-eval train r2gen --dataset D "
+                "model 'r2gen' needs --model-arg weights=PATH (train one with `boxmed-eval train r2gen --dataset D "
                 "--out DIR` and pass DIR/model_best.pth, or pass an official R2Gen checkpoint with "
                 "tokenizer=annotation.json dataset_name=iu_xray|mimic_cxr)")
-        self.checkpoint = Path(str(kwargs["checkpoint"])).expanduser()
+        self.checkpoint = Path(str(kwargs["weights"])).expanduser()
         self.tokenizer_path = kwargs.get("tokenizer")
         self.threshold = int(kwargs["threshold"]) if kwargs.get("threshold") is not None else None
         self.dataset_name = kwargs.get("dataset_name")

@@ -318,4 +318,4 @@ def train_command(**kwargs: Any) -> None:
     click.echo(f"best validation BLEU-4 {summary['best_val_bleu_4']:.4f} at epoch {summary['best_epoch']}; "
                f"checkpoint {summary['best_checkpoint']}")
     click.echo(f"evaluate: boxmed-eval run --model r2gen --dataset {kwargs['dataset']} "
-               f"--model-arg checkpoint={summary['best_checkpoint']}")
+               f"--model-arg weights={summary['best_checkpoint']}")
