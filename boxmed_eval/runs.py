@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 # predictions of two different experiments in one file.
 IDENTITY_FIELDS = ("model", "model_args", "dataset", "split", "data_root", "dataset_options", "limit", "seed")
 
+# Files a run directory's writers produce; ``--overwrite`` removes these and nothing else.
+# The judge cache (judge_cache.jsonl) is deliberately absent: its replies are keyed by judge
+# model, settings and prompt, so they stay valid, and they can cost hours to obtain again.
+RUN_OUTPUTS = ("run.json", "predictions.jsonl", "references.jsonl", "scores.csv", "summary.json", "per_class.csv")
+
 _VERSIONED_PACKAGES = ("boxmed-eval", "torch", "transformers", "peft", "trl", "pycocoevalcap", "rouge-score",
                        "scipy", "numpy", "pandas")
 
@@ -95,22 +100,62 @@ class RunDirectory:
             return None
         return read_json(self.run_json, what="run.json", fix="restore it, or start the run in a new --out directory")
 
-    def start(self, config: dict[str, Any], *, overwrite: bool = False) -> dict[str, Any]:
-        """Create the directory or reopen a compatible one; returns run.json's content."""
-        self.path.mkdir(parents=True, exist_ok=True)
+    def output_files(self) -> list[Path]:
+        """Files in the directory that boxmed-eval itself writes (what ``--overwrite`` may
+        remove). Anything else (a user's notes, the input files, the judge cache) stays."""
+        names = set(RUN_OUTPUTS)
+        summary = self._read_summary_quietly()
+        for table in (summary or {}).get("tables", []) or []:
+            if isinstance(table, str) and "/" not in table and table.endswith(".csv"):
+                names.add(table)
+        found = [self.path / n for n in sorted(names) if (self.path / n).is_file()]
+        found += sorted(p for p in self.path.glob("predictions.rank*.jsonl") if p.is_file())
+        return found
+
+    def _read_summary_quietly(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.summary_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def start(self, config: dict[str, Any], *, overwrite: bool = False,
+              identity: tuple[str, ...] = IDENTITY_FIELDS, keep: Iterable[Path] = ()) -> dict[str, Any]:
+        """Create the directory or reopen a compatible one; returns run.json's content.
+
+        A directory holding another run (different ``identity`` fields), or run outputs
+        without a run.json (predictions of unknown origin), is refused unless ``overwrite``;
+        overwriting removes only the files boxmed-eval writes (never ``keep``, e.g. the
+        input files, never the judge cache, never a user's other files)."""
+        _mkdir(self.path)
         existing = self.read_config()
-        if existing is not None and overwrite:
-            for f in self.path.iterdir():
-                if f.is_file():
-                    f.unlink()
+        if existing is None and not overwrite:
+            # shards are excluded: another rank of this very launch may have started first
+            orphans = [p.name for p in self.output_files() if p.name != "run.json"
+                       and not p.name.startswith("predictions.rank")]
+            if orphans:
+                raise BoxmedError(f"{self.path} holds {', '.join(orphans)} but no run.json, so it is not a run "
+                                  "this command can resume (the predictions may come from another model). "
+                                  "Use another --out directory, or --overwrite to replace those files.")
+        if overwrite and (existing is not None or self.output_files()):
+            protected = {Path(k).resolve() for k in keep}
+            removed = []
+            for f in self.output_files():
+                if f.resolve() in protected:
+                    continue
+                f.unlink()
+                removed.append(f.name)
+            if removed:
+                log.warning("--overwrite: removed %s from %s (the judge cache and other files are kept)",
+                            ", ".join(removed), self.path)
             existing = None
         if existing is not None:
-            diffs = [f"{k}: {existing.get(k)!r} (in run.json) vs {config.get(k)!r}" for k in IDENTITY_FIELDS
+            diffs = [f"{k}: {existing.get(k)!r} (in run.json) vs {config.get(k)!r}" for k in identity
                      if k in config and existing.get(k) != config.get(k)]
             if diffs:
                 raise BoxmedError(f"{self.path} holds a different run ({'; '.join(diffs)}). "
                                   "Use another --out directory, or --overwrite to start it again.")
-            merged = {**existing, **{k: v for k, v in config.items() if k not in IDENTITY_FIELDS}}
+            merged = {**existing, **{k: v for k, v in config.items() if k not in identity}}
             merged["resumed"] = existing.get("resumed", 0) + 1
         else:
             merged = dict(config)
@@ -200,6 +245,7 @@ class RunDirectory:
         atomic_write_text(self.scores_path, scores.to_csv(index=False))
         for name, table in result.tables.items():
             atomic_write_text(self.path / f"{name}.csv", table.to_csv(index=False))
+        summary["tables"] = sorted(set(summary.get("tables", []) or []) | {f"{n}.csv" for n in result.tables})
         atomic_write_json(self.summary_path, summary)
         return summary
 
@@ -207,6 +253,17 @@ class RunDirectory:
         if not self.summary_path.exists():
             return None
         return json.loads(self.summary_path.read_text(encoding="utf-8"))
+
+
+def _mkdir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise BoxmedError(f"{path}: cannot create the run directory: a file (not a folder) is in the way") from None
+    except NotADirectoryError:
+        raise BoxmedError(f"{path}: cannot create the run directory: a part of the path is a file") from None
+    except OSError as exc:
+        raise BoxmedError(f"{path}: cannot create the run directory ({exc.strerror or exc})") from None
 
 
 def _repair_truncated_tail(path: Path) -> None:
