@@ -110,8 +110,15 @@ def _check_batch(plugin: ReportGenerator, batch: list[Study], predictions: list[
 
 def score(run_dir: RunDirectory, references: dict[str, str], predictions: dict[str, Prediction], *,
           metric_names: list[str], metric_options: dict[str, dict[str, Any]] | None = None,
-          studies: dict[str, Study] | None = None, merge_existing: bool = False) -> dict[str, Any]:
-    """Score predictions against references and write scores.csv / summary.json."""
+          studies: dict[str, Study] | None = None, merge_existing: bool = False,
+          dataset: str | None = None) -> dict[str, Any]:
+    """Score predictions against references and write scores.csv / summary.json.
+
+    ``dataset`` is the authoritative dataset name (run.json's): every metric gets it, whatever a
+    ``--metric-option METRIC.dataset=...`` says, made stricter when the references look
+    credentialed, so the judges' PHI guard cannot be talked down."""
+    from boxmed_eval.judges.phi import guard_dataset
+
     ids = list(references)
     hypotheses = {i: predictions[i].report for i in ids}
     empty = [i for i in ids if not hypotheses[i].strip()]
@@ -119,12 +126,16 @@ def score(run_dir: RunDirectory, references: dict[str, str], predictions: dict[s
         log.warning("%d predictions are empty (scored as empty text, i.e. 0 on text metrics): %s", len(empty),
                     ", ".join(empty[:5]))
     options = {name: {**(metric_options or {}).get(name, {})} for name in metric_names}
+    phi_dataset = guard_dataset(dataset, None, references.values())
+    for name in metric_names:
+        options[name]["dataset"] = phi_dataset
     for name in metric_names:  # metrics that cache (LLM judges) keep their cache in the run dir
         options[name].setdefault("cache_dir", str(run_dir.path))
     started = time.perf_counter()
     result = compute_metrics(metric_names, references, hypotheses, studies=studies, predictions=predictions,
                              options=options, progress=True)
     extra = {"n_empty_predictions": len(empty), "metrics_requested": metric_names,
+             "metrics_skipped": dict(result.skipped),
              "scoring_seconds": round(time.perf_counter() - started, 3)}
     return run_dir.write_results(result, ids, extra_summary=extra, merge_existing=merge_existing)
 
@@ -170,9 +181,9 @@ def run(config: RunConfig) -> tuple[RunDirectory, dict[str, Any]]:
         raise BoxmedError(f"{len(missing)} studies have no prediction after generation (e.g. {missing[:5]})")
     references = {s.id: s.findings for s in studies}
     metric_names = config.metrics if config.metrics is not None else default_metrics(config.metric_options)
-    metric_options = {name: {"dataset": config.dataset, **config.metric_options.get(name, {})} for name in metric_names}
+    metric_options = {name: dict(config.metric_options.get(name, {})) for name in metric_names}
     summary = score(run_dir, references, predictions, metric_names=metric_names, metric_options=metric_options,
-                    studies={s.id: s for s in studies})
+                    studies={s.id: s for s in studies}, dataset=config.dataset)
     config_now = run_dir.read_config() or {}
     timings = dict(config_now.get("timings", {}))
     timings[f"generation_seconds_session{config_now.get('resumed', 0)}"] = round(generation_seconds, 3)

@@ -87,3 +87,77 @@ def test_run_into_folder_with_predictions_but_no_run_json_is_refused(iu_root, tm
     result = invoke(*args, "--overwrite")
     assert result.exit_code == 0, result.output
     assert "from another model" not in (out / "predictions.jsonl").read_text()
+
+
+# ------------------------------------------------------------------ 2. the PHI guard is a guarantee
+
+REMOTE = "http://192.0.2.1:8000/v1"  # unroutable documentation address: a request would hang
+
+
+def _score_judge(pred, ref, out, *extra):
+    return invoke("score", "--pred", pred, "--ref", ref, "--out", out, "--metrics", "green", "--judge", REMOTE,
+                  "--judge-model", "m", *extra)
+
+
+def test_score_without_dataset_or_with_a_typo_refuses_a_remote_judge(tmp_path):
+    pred, ref = _pair(tmp_path / "in")
+    for extra in ((), ("--dataset", "iu_xrya")):
+        result = _score_judge(pred, ref, tmp_path / f"o{len(extra)}", *extra)
+        assert result.exit_code == 3, result.output
+        assert "refusing to send" in result.output and "--allow-remote-phi" in result.output
+
+
+def test_references_with_mimic_deid_marks_are_credentialed_whatever_the_dataset(tmp_path):
+    pred, ref = _pair(tmp_path / "in")
+    ref.write_text(ref.read_text().replace("No effusion", "Compared to ___, no effusion"))
+    result = _score_judge(pred, ref, tmp_path / "o", "--dataset", "iu_xray")
+    assert result.exit_code == 3 and "refusing to send 'mimic'" in result.output
+
+
+def test_dataset_flag_cannot_downgrade_a_credentialed_run(tmp_path):
+    pred, ref = _pair(tmp_path / "in")
+    out = tmp_path / "run"
+    assert invoke("score", "--pred", pred, "--ref", ref, "--out", out, "--dataset", "mimic",
+                  "--metrics", "token_overlap").exit_code == 0
+    for extra in (("--dataset", "demo"), ("--metric-option", "green.dataset=iu_xray")):
+        result = invoke("score", "--run", out, "--metrics", "green", "--judge", REMOTE, "--judge-model", "m", *extra)
+        assert result.exit_code == 3, result.output
+        assert "refusing to send 'mimic'" in result.output
+
+
+def test_localhost_names_are_resolved(monkeypatch):
+    import socket
+
+    from boxmed_eval.judges.phi import is_loopback_url, phi_refusal
+
+    real = socket.getaddrinfo
+
+    def fake(host, *args, **kw):
+        if host == "judge.localhost":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.1.2.3", 0))]
+        if host == "mine.localhost":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 0))]
+        return real(host, *args, **kw)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    assert not is_loopback_url("http://judge.localhost:8000/v1")
+    assert phi_refusal("http://judge.localhost:8000/v1", "mimic", allow_remote_phi=False)
+    assert is_loopback_url("http://mine.localhost:8000/v1")
+    assert not is_loopback_url("http://no-such-host.invalid/v1")
+
+
+def test_judge_requests_ignore_http_proxy(tmp_path, monkeypatch):
+    from tests.test_judges import FakeServer, _green_reply
+
+    pred, ref = _pair(tmp_path / "in")
+    pred.write_text("".join(json.dumps({"id": f"s{i}", "report": f"CAND-{i}"}) + "\n" for i in range(3)))
+    replies = {f"CAND-{i}": _green_reply(0, 1) for i in range(3)}
+    with FakeServer(replies) as judge, FakeServer(replies) as proxy:
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy.url.rsplit("/v1", 1)[0])
+        monkeypatch.setenv("http_proxy", proxy.url.rsplit("/v1", 1)[0])
+        result = invoke("score", "--pred", pred, "--ref", ref, "--out", tmp_path / "o", "--dataset", "mimic",
+                        "--metrics", "green", "--judge", judge.url, "--judge-model", "m")
+        assert result.exit_code == 0, result.output
+        assert len(judge.requests) == 3 and proxy.requests == []

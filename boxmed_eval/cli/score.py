@@ -8,8 +8,10 @@ from pathlib import Path
 import click
 
 from boxmed_eval.cli.app import main
-from boxmed_eval.cli.options import judge_options, metric_options_from_cli, print_summary
+from boxmed_eval.cli.options import (allow_missing_option, check_missing_metrics, judge_options,
+                                     metric_options_from_cli, print_summary, requested_metrics)
 from boxmed_eval.errors import BoxmedError, DataError
+from boxmed_eval.judges.phi import guard_dataset
 from boxmed_eval.metrics.base import resolve_metric_names
 from boxmed_eval.records import Prediction, Study, check_same_ids, iter_jsonl, read_reports, write_jsonl
 from boxmed_eval.runs import RUN_OUTPUTS, RunDirectory
@@ -30,10 +32,12 @@ SCORE_IDENTITY = ("model", "model_args", "dataset", "references", "inputs_sha256
 @click.option("--overwrite", is_flag=True,
               help="With --pred/--ref: replace a different scoring run in --out (only files boxmed-eval wrote; "
                    "the judge cache is kept).")
+@allow_missing_option
 @judge_options
 def score_command(pred: str | None, ref: str | None, run_path: str | None, out: str | None, metrics: str | None,
-                  metric_option: tuple[str, ...], dataset: str | None, overwrite: bool, judge: tuple[str, ...],
-                  judge_model: tuple[str, ...], allow_remote_phi: bool, trust_remote_code: bool) -> None:
+                  metric_option: tuple[str, ...], dataset: str | None, overwrite: bool, allow_missing_metrics: bool,
+                  judge: tuple[str, ...], judge_model: tuple[str, ...], allow_remote_phi: bool,
+                  trust_remote_code: bool) -> None:
     """Score --pred against --ref, or add --metrics to an existing --run."""
     from boxmed_eval.evaluation import default_metrics, score
 
@@ -49,7 +53,8 @@ def score_command(pred: str | None, ref: str | None, run_path: str | None, out: 
         studies = _read_references(run_dir.path / "references.jsonl")
         predictions = run_dir.read_predictions()
         check_same_ids(predictions, studies, pred_file=run_dir.predictions_path, ref_file=run_dir.path / "references.jsonl")
-        dataset = dataset or config.get("dataset")
+        # run.json's dataset decides; a --dataset can only make the PHI guard stricter
+        dataset = guard_dataset(config.get("dataset"), dataset)
         merge = True
     else:
         if not (pred and ref):
@@ -76,12 +81,11 @@ def score_command(pred: str | None, ref: str | None, run_path: str | None, out: 
         write_jsonl(run_dir.predictions_path, [predictions[i].to_dict() for i in references])
         write_jsonl(run_dir.path / "references.jsonl", [s.to_dict() for s in studies.values()])
         merge = previous is not None and not overwrite
-    for name in metric_names:
-        options.setdefault(name, {}).setdefault("dataset", dataset)
     summary = score(run_dir, {i: s.findings for i, s in studies.items()}, predictions, metric_names=metric_names,
-                    metric_options=options, studies=studies, merge_existing=merge)
+                    metric_options=options, studies=studies, merge_existing=merge, dataset=dataset)
     print_summary(summary)
     click.echo(f"run directory: {run_dir.path}")
+    check_missing_metrics(summary, requested_metrics(metrics, metric_names, options), allow_missing_metrics)
 
 
 def _sha256(path: str) -> str:

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 # Options every judged metric accepts (``Metric(**options)``); others are ignored with a warning.
 JUDGE_OPTIONS = ("judge", "judge_model", "batch_size", "cache_dir", "dataset", "allow_remote_phi",
-                 "trust_remote_code", "max_new_tokens", "device", "dtype", "concurrency", "timeout_s", "judge_api")
+                 "trust_remote_code", "max_new_tokens", "device", "dtype", "concurrency", "timeout_s", "judge_api", "use_proxy")
 
 
 def _as_bool(value: Any) -> bool:
@@ -78,7 +78,8 @@ class JudgedMetric(Metric):
                                trust_remote_code=self.trust_remote_code,
                                dtype=options.get("dtype") or self.default_dtype, dataset=self.dataset,
                                allow_remote_phi=self.allow_remote_phi, concurrency=options.get("concurrency"),
-                               timeout_s=options.get("timeout_s"))
+                               timeout_s=options.get("timeout_s"),
+                               use_proxy=_as_bool(options.get("use_proxy", False)))
         if options.get("judge_api") and hasattr(backend, "api"):
             backend.api = str(options["judge_api"])
         self._served_model = backend.identity  # e.g. the model a server reports serving

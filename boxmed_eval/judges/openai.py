@@ -54,10 +54,12 @@ class OpenAIJudge(JudgeBackend):
 
     def __init__(self, base_url: str, *, model: str | None = None, dataset: str | None = None,
                  allow_remote_phi: bool = False, concurrency: int = 8, timeout_s: float = 300.0,
-                 max_retries: int = 4, backoff_s: float = 1.0, api: str = "chat", api_key: str | None = None) -> None:
+                 max_retries: int = 4, backoff_s: float = 1.0, api: str = "chat", api_key: str | None = None,
+                 use_proxy: bool = False) -> None:
         self.base_url = normalize_base_url(base_url)
         # refuse before anything is sent, the model listing included
         check_remote_judge(self.base_url, dataset, allow_remote_phi)
+        self._opener = self._make_opener(use_proxy, dataset, allow_remote_phi)
         if api not in {"chat", "completions"}:
             raise JudgeError(f"judge api must be 'chat' or 'completions', not {api!r}")
         self.api = api
@@ -72,6 +74,19 @@ class OpenAIJudge(JudgeBackend):
     @property
     def identity(self) -> str:
         return self.model
+
+    def _make_opener(self, use_proxy: bool, dataset: str | None, allow_remote_phi: bool) -> urllib.request.OpenerDirector:
+        """No proxy unless ``use_proxy``: an ``HTTP(S)_PROXY`` variable would otherwise send a
+        request for a loopback judge to another machine, past the PHI guard."""
+        if not use_proxy:
+            return urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        scheme = urlsplit(self.base_url).scheme
+        host = urlsplit(self.base_url).hostname or ""
+        proxy = urllib.request.getproxies().get(scheme)
+        if proxy and not urllib.request.proxy_bypass(host):
+            check_remote_judge(proxy if "://" in proxy else f"http://{proxy}", dataset, allow_remote_phi)
+            log.info("judge requests to %s go through the proxy %s (use_proxy)", self.base_url, proxy)
+        return urllib.request.build_opener(urllib.request.ProxyHandler())
 
     # HTTP ---------------------------------------------------------------------------
 
@@ -89,7 +104,7 @@ class OpenAIJudge(JudgeBackend):
             request = urllib.request.Request(url, data=data, headers=headers, method=method)
             self.requests_sent += 1
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                with self._opener.open(request, timeout=self.timeout_s) as response:
                     return json.loads(response.read().decode("utf-8"))
             except urllib.error.HTTPError as exc:
                 detail = _error_detail(exc)
