@@ -141,9 +141,16 @@ def score(run_dir: RunDirectory, references: dict[str, str], predictions: dict[s
 
 
 def run(config: RunConfig) -> tuple[RunDirectory, dict[str, Any]]:
-    """Generate (resuming) and score; returns the run directory and its summary."""
-    rank, world = distributed_rank()
+    """Generate (resuming) and score; returns the run directory and its summary. The run
+    directory is locked for the whole command (each rank its own lock file)."""
+    rank, _ = distributed_rank()
     run_dir = RunDirectory(config.out or config.default_out())
+    with run_dir.lock(rank):
+        return _run_locked(config, run_dir)
+
+
+def _run_locked(config: RunConfig, run_dir: RunDirectory) -> tuple[RunDirectory, dict[str, Any]]:
+    rank, world = distributed_rank()
     model_cls = get_model_class(config.model)  # fail early on unknown names
     dataset = get_dataset(config.dataset, config.data_root, **config.dataset_options)
     studies = dataset.load(config.split)

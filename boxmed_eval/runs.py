@@ -18,7 +18,9 @@ import json
 import logging
 import os
 import platform
+import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterable
 from importlib import metadata
@@ -70,6 +72,96 @@ def git_revision() -> str | None:
         return None
 
 
+LOCK_FILE = ".boxmed-eval.lock"
+
+
+class RunLock:
+    """An exclusive lock on a run directory: a lock file created with O_EXCL holding the
+    holder's pid, host and command. A lock left by a process that is gone (kill -9, power
+    loss) on this host is detected and taken over; one held by another host is only reported
+    (its pid cannot be checked from here). Under torchrun each rank locks its own file, so the
+    ranks of one launch run together while a second launch into the same directory is refused."""
+
+    def __init__(self, directory: str | os.PathLike[str], rank: int = 0) -> None:
+        self.directory = Path(directory)
+        name = LOCK_FILE if rank == 0 else f".boxmed-eval.rank{rank}.lock"
+        self.path = self.directory / name
+        self.held = False
+
+    def _holder(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _is_stale(self, holder: dict[str, Any] | None) -> bool:
+        if holder is None:  # unreadable: a holder killed while writing it, if it is old enough
+            try:
+                return time.time() - self.path.stat().st_mtime > 30
+            except FileNotFoundError:
+                return True
+        if holder.get("host") != socket.gethostname():
+            return False
+        pid = holder.get("pid")
+        if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+            return True
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def acquire(self) -> "RunLock":
+        _mkdir(self.directory)
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "command": " ".join(sys.argv)[:500]}
+        for _ in range(5):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder == {}:
+                    continue  # released meanwhile
+                if self._is_stale(holder):
+                    log.warning("%s: taking over a stale lock left by %s", self.directory,
+                                f"pid {holder.get('pid')} on {holder.get('host')}" if holder else "a killed process")
+                    self.path.unlink(missing_ok=True)
+                    continue
+                who = f"pid {holder.get('pid')} on host {holder.get('host')} since {holder.get('started')}" \
+                    if holder else "another process"
+                raise BoxmedError(f"{self.directory} is in use by {who} ({holder.get('command', '') if holder else ''}). "
+                                  "Wait for it to finish, or use another --out directory; if that process is gone "
+                                  f"(e.g. on another machine), delete {self.path}")
+            except OSError as exc:
+                raise BoxmedError(f"{self.path}: cannot create the run directory's lock file "
+                                  f"({exc.strerror or exc}); is the directory writable?") from None
+            try:
+                os.write(fd, json.dumps(info).encode("utf-8"))
+            finally:
+                os.close(fd)
+            self.held = True
+            return self
+        raise BoxmedError(f"{self.path}: could not take the run directory's lock; try again")
+
+    def release(self) -> None:
+        if self.held:
+            holder = self._holder()
+            if holder and holder.get("pid") == os.getpid():
+                self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 class RunDirectory:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -95,6 +187,10 @@ class RunDirectory:
         return self.path / f"predictions.rank{rank}.jsonl"
 
     # run.json ------------------------------------------------------------------------
+    def lock(self, rank: int = 0) -> RunLock:
+        """``with run_dir.lock(): ...`` around everything that writes the directory."""
+        return RunLock(self.path, rank)
+
     def read_config(self) -> dict[str, Any] | None:
         if not self.run_json.exists():
             return None
@@ -109,6 +205,7 @@ class RunDirectory:
             if isinstance(table, str) and "/" not in table and table.endswith(".csv"):
                 names.add(table)
         found = [self.path / n for n in sorted(names) if (self.path / n).is_file()]
+        # not the lock: whoever overwrites holds it
         found += sorted(p for p in self.path.glob("predictions.rank*.jsonl") if p.is_file())
         return found
 

@@ -161,3 +161,48 @@ def test_judge_requests_ignore_http_proxy(tmp_path, monkeypatch):
                         "--metrics", "green", "--judge", judge.url, "--judge-model", "m")
         assert result.exit_code == 0, result.output
         assert len(judge.requests) == 3 and proxy.requests == []
+
+
+# ------------------------------------------------------------------ 3. one writer per run directory
+
+def test_second_run_into_a_busy_directory_is_refused_and_a_killed_holder_is_stale(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import write_iu_dataset
+
+    root_dir = Path(__file__).resolve().parents[1]
+    data = write_iu_dataset(tmp_path / "iu", n_train=12, n_val=1, n_test=40)
+    out = tmp_path / "run"
+    args = ["run", "--model", "slow_retrieval", "--dataset", "iu_xray", "--data-root", str(data), "--batch-size", "2",
+            "--metrics", "token_overlap", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(root_dir)}
+    cmd = [sys.executable, str(root_dir / "tests" / "slow_plugin_cli.py"), *args]
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    predictions = out / "predictions.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (predictions.exists() and predictions.read_text().count("\n") >= 2):
+        time.sleep(0.05)
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert second.returncode == 2 and "is in use by pid" in second.stderr, second.stderr
+    assert first.poll() is None, "the first run must still be generating"
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    assert (out / ".boxmed-eval.lock").exists()  # left behind by kill -9
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ids = [json.loads(line)["id"] for line in predictions.read_text().splitlines()]
+    assert len(ids) == 40 and len(set(ids)) == 40
+    assert not (out / ".boxmed-eval.lock").exists()
+
+
+def test_lock_held_by_another_host_is_reported_not_stolen(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".boxmed-eval.lock").write_text(json.dumps({"pid": 1, "host": "other-node", "started": "x"}))
+    pred, ref = _pair(tmp_path)
+    result = invoke("score", "--pred", pred, "--ref", ref, "--out", out, "--metrics", "token_overlap")
+    assert result.exit_code == 2 and "other-node" in result.output and "delete" in result.output
+    assert not (out / "summary.json").exists()

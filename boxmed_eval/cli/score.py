@@ -39,6 +39,20 @@ def score_command(pred: str | None, ref: str | None, run_path: str | None, out: 
                   judge: tuple[str, ...], judge_model: tuple[str, ...], allow_remote_phi: bool,
                   trust_remote_code: bool) -> None:
     """Score --pred against --ref, or add --metrics to an existing --run."""
+    target = run_path or out or str(Path("runs") / f"score_{Path(pred).stem}" if pred else "")
+    if not target:
+        raise BoxmedError("pass --pred FILE and --ref FILE (or --run DIR)")
+    if run_path and not Path(run_path).is_dir():
+        raise BoxmedError(f"{run_path} is not a run directory (no such folder)")
+    with RunDirectory(target).lock():
+        _score(pred, ref, run_path, target, metrics, metric_option, dataset, overwrite, allow_missing_metrics,
+               judge, judge_model, allow_remote_phi, trust_remote_code)
+
+
+def _score(pred: str | None, ref: str | None, run_path: str | None, out: str, metrics: str | None,
+           metric_option: tuple[str, ...], dataset: str | None, overwrite: bool, allow_missing_metrics: bool,
+           judge: tuple[str, ...], judge_model: tuple[str, ...], allow_remote_phi: bool,
+           trust_remote_code: bool) -> None:
     from boxmed_eval.evaluation import default_metrics, score
 
     options = metric_options_from_cli(metric_option, judge, judge_model, allow_remote_phi, trust_remote_code)
@@ -62,7 +76,7 @@ def score_command(pred: str | None, ref: str | None, run_path: str | None, out: 
         references = read_reports(ref, role="reference")
         reports = read_reports(pred, role="prediction", allow_empty=True)
         check_same_ids(reports, references, pred_file=pred, ref_file=ref)
-        run_dir = RunDirectory(out or Path("runs") / f"score_{Path(pred).stem}")
+        run_dir = RunDirectory(out)
         inputs = {Path(pred).resolve(), Path(ref).resolve()}
         written = {(run_dir.path / n).resolve() for n in ("predictions.jsonl", "references.jsonl", *RUN_OUTPUTS)}
         clash = sorted(str(p) for p in inputs & written)
