@@ -327,7 +327,10 @@ class RunDirectory:
             if old:
                 summary.update(old)
             if self.scores_path.exists():
-                previous = pd.read_csv(self.scores_path, dtype={"id": str})
+                from boxmed_eval.rundata import read_scores
+
+                # read_scores keeps ids like "NA" or "null" as text (pandas would read them as missing)
+                previous = read_scores(self.scores_path).reset_index()
                 keep = [c for c in previous.columns if c != "id" and c not in scores.columns]
                 if keep:
                     scores = scores.merge(previous[["id", *keep]], on="id", how="left")

@@ -206,3 +206,30 @@ def test_lock_held_by_another_host_is_reported_not_stolen(tmp_path):
     result = invoke("score", "--pred", pred, "--ref", ref, "--out", out, "--metrics", "token_overlap")
     assert result.exit_code == 2 and "other-node" in result.output and "delete" in result.output
     assert not (out / "summary.json").exists()
+
+
+# ------------------------------------------------------------------ 5. ids pandas would read as missing
+
+def test_ids_like_na_and_null_keep_their_scores_through_rescoring_and_compare(tmp_path):
+    import pandas as pd
+
+    from boxmed_eval.rundata import load_run
+
+    ids = ["NA", "nan", "null", "None", "N/A", "s5"]
+    ref, pred = tmp_path / "ref.csv", tmp_path / "pred.csv"
+    ref.write_text("id,report\n" + "".join(f"{i},No effusion seen {n}.\n" for n, i in enumerate(ids)))
+    pred.write_text("id,report\n" + "".join(f"{i},No effusion {n}.\n" for n, i in enumerate(ids)))
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        assert invoke("score", "--pred", pred, "--ref", ref, "--out", out, "--metrics", "token_overlap").exit_code == 0
+        result = invoke("score", "--run", out, "--metrics", "nlg")  # a later score --run merges scores.csv
+        assert result.exit_code == 0, result.output
+        runs.append(out)
+    scores = load_run(runs[0], require_scores=True).scores
+    assert list(scores.index) == ids
+    assert scores["token_overlap"].notna().all() and scores["bleu_1"].notna().all()
+    raw = pd.read_csv(runs[0] / "scores.csv", dtype=str, keep_default_na=False)
+    assert list(raw["id"]) == ids
+    result = invoke("compare", runs[0], runs[1])
+    assert result.exit_code == 0, result.output
