@@ -39,6 +39,14 @@ class RunConfig:
     metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     overwrite: bool = False
 
+    def __post_init__(self) -> None:
+        # A negative limit would slice from the end and a batch size <= 0 would drop studies:
+        # wrong numbers, not errors, unless refused here.
+        if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1):
+            raise BoxmedError(f"limit must be a positive number of studies, not {self.limit!r}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise BoxmedError(f"batch size must be a positive integer, not {self.batch_size!r}")
+
     def default_out(self) -> Path:
         return Path("runs") / f"{self.model}_{self.dataset}_{self.split}"
 

@@ -209,6 +209,9 @@ def read_reports(path: str | os.PathLike[str], *, role: str = "report", allow_em
     else:
         raise DataError(f"unsupported {role} file type {path.suffix!r}", file=path,
                         fix="use .jsonl, .json or .csv with 'id' and 'report' columns")
+    if not rows:
+        raise DataError(f"no {role}s in the file (it is empty)", file=path,
+                        fix=f"write one record per study with 'id' and 'report' (JSONL, JSON or CSV)")
     reports: dict[str, str] = {}
     for where, row in rows:
         if not isinstance(row, dict):

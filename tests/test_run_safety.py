@@ -233,3 +233,33 @@ def test_ids_like_na_and_null_keep_their_scores_through_rescoring_and_compare(tm
     assert list(raw["id"]) == ids
     result = invoke("compare", runs[0], runs[1])
     assert result.exit_code == 0, result.output
+
+
+# ------------------------------------------------------------------ 6. errors, not wrong numbers
+
+def test_negative_limit_and_non_positive_batch_size_are_refused(iu_root, tmp_path):
+    base = ["run", "--model", "retrieval", "--dataset", "iu_xray", "--data-root", iu_root, "--metrics", "token_overlap"]
+    for i, extra in enumerate((("--limit", "-5"), ("--limit", "0"), ("--batch-size", "-1"), ("--batch-size", "0"))):
+        out = tmp_path / f"r{i}"
+        result = invoke(*base, "--out", out, *extra)
+        assert result.exit_code == 2 and "Invalid value" in result.output, (extra, result.output)
+        assert not out.exists()
+    from boxmed_eval.errors import BoxmedError
+    from boxmed_eval.evaluation import RunConfig
+
+    for kw in ({"limit": -5}, {"batch_size": 0}):
+        try:
+            RunConfig(model="retrieval", dataset="iu_xray", **kw)
+        except BoxmedError as exc:
+            assert "positive" in str(exc)
+        else:
+            raise AssertionError(f"{kw} accepted")
+
+
+def test_empty_reference_and_prediction_files_are_refused(tmp_path):
+    for suffix, content in ((".jsonl", ""), (".csv", "id,report\n"), (".json", "[]")):
+        ref, pred = tmp_path / f"ref{suffix}", tmp_path / f"pred{suffix}"
+        ref.write_text(content)
+        pred.write_text(content)
+        result = invoke("score", "--pred", pred, "--ref", ref, "--out", tmp_path / f"o{suffix}")
+        assert result.exit_code == 2 and "it is empty" in result.output, result.output

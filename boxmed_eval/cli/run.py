@@ -20,8 +20,8 @@ from boxmed_eval.plugins import parse_model_args
 @click.option("--dataset-option", multiple=True, metavar="KEY=VALUE", help="Dataset adapter option, repeatable.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Run directory (default runs/MODEL_DATASET_SPLIT). An existing partial run resumes.")
-@click.option("--limit", type=int, default=None, help="Only the first N studies of the split.")
-@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N studies of the split.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--metrics", default=None, help="Comma-separated metric families (default: all that run offline; 'all').")
 @click.option("--metric-option", multiple=True, metavar="METRIC.KEY=VALUE", help="e.g. nlg.preprocess=none")
