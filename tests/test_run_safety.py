@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 import tests.cheap_metric  # noqa: F401  registers token_overlap
@@ -263,3 +264,93 @@ def test_empty_reference_and_prediction_files_are_refused(tmp_path):
         pred.write_text(content)
         result = invoke("score", "--pred", pred, "--ref", ref, "--out", tmp_path / f"o{suffix}")
         assert result.exit_code == 2 and "it is empty" in result.output, result.output
+
+
+# ------------------------------------------------------------------ 7. a judge that never answers
+
+class _SilentServer:
+    """Accepts connections, reads the request, never answers."""
+
+    def __enter__(self):
+        import socket
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+        self.connections = []
+        self.accepted = 0
+
+        def serve():
+            while True:
+                try:
+                    conn, _ = self.sock.accept()
+                except OSError:
+                    return
+                self.accepted += 1
+                self.connections.append(conn)
+
+        threading.Thread(target=serve, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.sock.close()
+        for conn in self.connections:
+            conn.close()
+
+
+def test_silent_judge_fails_fast_and_the_requested_metric_makes_the_exit_non_zero(tmp_path):
+    import time
+
+    pred, ref = _pair(tmp_path / "in", n=6)
+    with _SilentServer() as server:
+        start = time.monotonic()
+        result = invoke("score", "--pred", pred, "--ref", ref, "--out", tmp_path / "o", "--dataset", "iu_xray",
+                        "--metrics", "green", "--judge", server.url, "--judge-model", "m",
+                        "--metric-option", "green.timeout_s=0.5", "--metric-option", "green.concurrency=2")
+        elapsed = time.monotonic() - start
+    assert result.exit_code == 3, result.output
+    assert "did not answer within 0.5 s" in result.output and "--allow-missing-metrics" in result.output
+    assert elapsed < 5, f"took {elapsed:.1f} s: a silent judge must fail after about 2 x timeout"
+    assert (tmp_path / "o" / "summary.json").exists()  # what could be computed is written
+    with _SilentServer() as server:
+        allowed = invoke("score", "--pred", pred, "--ref", ref, "--out", tmp_path / "o2", "--dataset", "iu_xray",
+                         "--metrics", "green,token_overlap", "--judge", server.url, "--judge-model", "m",
+                         "--metric-option", "green.timeout_s=0.3", "--allow-missing-metrics")
+    assert allowed.exit_code == 0, allowed.output
+    assert "token_overlap" in json.loads((tmp_path / "o2" / "summary.json").read_text())
+
+
+def test_silent_judge_does_not_hold_the_process_at_exit(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    root_dir = Path(__file__).resolve().parents[1]
+    pred, ref = _pair(tmp_path / "in", n=4)
+    with _SilentServer() as server:
+        start = time.monotonic()
+        # timeout 1 s per request, retried once: about 2 s, then exit without waiting for threads
+        done = subprocess.run([sys.executable, "-c", "from boxmed_eval.cli import main; main()", "score",
+                               "--pred", str(pred), "--ref", str(ref), "--out", str(tmp_path / "o"),
+                               "--dataset", "iu_xray", "--metrics", "green", "--judge", server.url,
+                               "--judge-model", "m", "--metric-option", "green.timeout_s=1",
+                               "--metric-option", "green.concurrency=4"],
+                              env={**os.environ, "PYTHONPATH": str(root_dir)}, capture_output=True, text=True,
+                              timeout=120)
+        elapsed = time.monotonic() - start
+    assert done.returncode == 3, done.stderr
+    assert elapsed < 15, f"exit took {elapsed:.1f} s"
+
+
+@pytest.mark.parametrize("option", ["green.timeout_s=abc", "green.batch_size=x", "green.concurrency=-2",
+                                    "green.max_new_tokens=0"])
+def test_non_numeric_judge_options_are_named(tmp_path, option):
+    pred, ref = _pair(tmp_path / "in")
+    result = invoke("score", "--pred", pred, "--ref", ref, "--out", tmp_path / "o", "--dataset", "iu_xray",
+                    "--metrics", "green", "--judge", "http://127.0.0.1:9/v1", "--judge-model", "m",
+                    "--metric-option", option)
+    assert result.exit_code == 2 and option.split("=")[0] in result.output and "Traceback" not in result.output, \
+        result.output

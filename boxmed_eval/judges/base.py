@@ -181,10 +181,11 @@ def make_backend(spec: JudgeSpec, *, batch_size: int = 8, device: str | None = N
                  timeout_s: float | None = None, use_proxy: bool = False) -> JudgeBackend:
     """Build the backend for ``spec`` (loads a local model; checks a server's PHI guard)."""
     if spec.kind == "openai":
-        from boxmed_eval.judges.openai import OpenAIJudge
+        from boxmed_eval.judges.openai import DEFAULT_TIMEOUT_S, OpenAIJudge
 
         return OpenAIJudge(spec.location, model=spec.model_name, dataset=dataset, allow_remote_phi=allow_remote_phi,
-                           concurrency=concurrency or max(batch_size, 1), timeout_s=timeout_s or 300.0,
+                           concurrency=concurrency or max(batch_size, 1),
+                           timeout_s=timeout_s if timeout_s not in (None, "") else DEFAULT_TIMEOUT_S,
                            use_proxy=use_proxy)
     folder = local_model_dir(spec)
     if folder is None:

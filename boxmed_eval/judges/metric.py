@@ -25,6 +25,21 @@ def _as_bool(value: Any) -> bool:
     return bool(value)
 
 
+def _positive(metric: str, options: dict[str, Any], key: str, kind: type, default: Any) -> Any:
+    value = options.get(key)
+    if value in (None, ""):
+        return default
+    try:
+        number = kind(value)
+        ok = number > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or isinstance(value, bool):
+        raise BoxmedError(f"--metric-option {metric}.{key}={value!r}: expected a positive number "
+                          f"(e.g. {metric}.{key}={default or 30})")
+    return number
+
+
 class JudgedMetric(Metric):
     """A metric computed by an LLM judge. Subclasses set the default judge and decoding."""
 
@@ -41,8 +56,12 @@ class JudgedMetric(Metric):
             log.warning("metric %r ignores unknown option(s) %s; valid: %s", self.name, ", ".join(unknown),
                         ", ".join(JUDGE_OPTIONS))
         super().__init__(**options)
-        self.batch_size = int(options.get("batch_size") or 8)
-        self.max_new_tokens = int(options.get("max_new_tokens") or self.default_max_new_tokens)
+        self.batch_size = _positive(self.name, options, "batch_size", int, 8)
+        self.max_new_tokens = _positive(self.name, options, "max_new_tokens", int, self.default_max_new_tokens)
+        # checked now, so that a typo fails before any judging, not as a skipped metric later
+        for key, kind in (("concurrency", int), ("timeout_s", float)):
+            if options.get(key) not in (None, ""):
+                self.options[key] = _positive(self.name, options, key, kind, None)
         self.allow_remote_phi = _as_bool(options.get("allow_remote_phi", False))
         self.trust_remote_code = _as_bool(options.get("trust_remote_code", False))
         self.dataset = options.get("dataset")
