@@ -367,8 +367,9 @@ def _mkdir(path: Path) -> None:
 
 
 def _repair_truncated_tail(path: Path) -> None:
-    """Cut a last line that has no newline (a write interrupted by a kill)."""
-    with path.open("rb+") as handle:
+    """Cut a last line that has no newline (a write interrupted by a kill). The file is only
+    opened for writing when there is something to cut (a read-only run can still be read)."""
+    with path.open("rb") as handle:
         handle.seek(0, os.SEEK_END)
         size = handle.tell()
         if size == 0:
@@ -376,6 +377,7 @@ def _repair_truncated_tail(path: Path) -> None:
         handle.seek(size - 1)
         if handle.read(1) == b"\n":
             return
+    with path.open("rb+") as handle:
         # find the last newline
         block = 65536
         pos = size

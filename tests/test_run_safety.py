@@ -354,3 +354,108 @@ def test_non_numeric_judge_options_are_named(tmp_path, option):
                     "--metric-option", option)
     assert result.exit_code == 2 and option.split("=")[0] in result.output and "Traceback" not in result.output, \
         result.output
+
+
+# ------------------------------------------------------------------ 8. bad input: errors, never tracebacks
+
+def _bad_inputs(tmp_path: Path) -> dict[str, tuple[bytes, str]]:
+    ok = b'{"id": "a", "report": "No effusion."}\n'
+    return {
+        "latin1.jsonl": (b'{"id": "a", "report": "Opacit\xe9 left."}\n', "not UTF-8 text"),
+        "latin1.csv": (b"id,report\na,Opacit\xe9 left.\n", "not UTF-8 text"),
+        "surrogate.jsonl": (b'{"id": "a", "report": "bad \\ud800 text"}\n', "unpaired surrogate"),
+        "surrogate_id.jsonl": (b'{"id": "\\udfff", "report": "x"}\n', "unpaired surrogate"),
+        "array.json": (b'[1, 2]', "expected an object"),
+        "number_report.jsonl": (b'{"id": "a", "report": 5}\n', "is not text"),
+        "ok.jsonl": (ok, ""),
+    }
+
+
+@pytest.mark.parametrize("name", ["latin1.jsonl", "latin1.csv", "surrogate.jsonl", "surrogate_id.jsonl", "array.json",
+                                  "number_report.jsonl"])
+@pytest.mark.parametrize("side", ["pred", "ref"])
+def test_bad_input_matrix_gives_a_named_error_and_leaves_no_temp_file(tmp_path, name, side):
+    files = _bad_inputs(tmp_path)
+    bad = tmp_path / name
+    bad.write_bytes(files[name][0])
+    good = tmp_path / "ok.jsonl"
+    good.write_bytes(files["ok.jsonl"][0])
+    pred, ref = (bad, good) if side == "pred" else (good, bad)
+    out = tmp_path / "out"
+    result = invoke("score", "--pred", pred, "--ref", ref, "--out", out, "--metrics", "token_overlap")
+    assert result.exit_code == 2, result.output
+    assert files[name][1] in result.output and name in result.output
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
+    assert not list(tmp_path.rglob(".*.tmp-*"))
+
+
+def test_bom_on_a_csv_header_is_not_part_of_the_id_column(tmp_path):
+    ref, pred = tmp_path / "ref.csv", tmp_path / "pred.csv"
+    ref.write_bytes("\ufeffid,report\na,No effusion.\n".encode("utf-8"))
+    pred.write_bytes("\ufeffid,report\na,No effusion.\n".encode("utf-8"))
+    result = invoke("score", "--pred", pred, "--ref", ref, "--out", tmp_path / "o", "--metrics", "token_overlap")
+    assert result.exit_code == 0, result.output
+
+
+def test_out_under_a_file_and_read_only_run_directory(tmp_path, monkeypatch):
+    import os
+
+    pred, ref = _pair(tmp_path / "in")
+    (tmp_path / "afile").write_text("x")
+    result = invoke("score", "--pred", pred, "--ref", ref, "--out", tmp_path / "afile" / "out",
+                    "--metrics", "token_overlap")
+    assert result.exit_code == 2 and "is a file" in result.output and "Traceback" not in result.output, result.output
+
+    out = tmp_path / "run"
+    assert invoke("score", "--pred", pred, "--ref", ref, "--out", out, "--metrics", "token_overlap").exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    os.chmod(out, 0o555)
+    for p in out.iterdir():
+        os.chmod(p, 0o444)
+    try:
+        if os.access(out, os.W_OK):  # root ignores permissions: make the folder refuse new files
+            real_open = os.open
+
+            def read_only(path, flags, *args):
+                if flags & os.O_CREAT and Path(path).parent == out:
+                    raise PermissionError(13, "Permission denied", str(path))
+                return real_open(path, flags, *args)
+
+            monkeypatch.setattr(os, "open", read_only)
+        result = invoke("score", "--run", out, "--metrics", "token_overlap")
+        assert result.exit_code == 2 and "writable" in result.output, result.output
+    finally:
+        os.chmod(out, 0o755)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_failed_atomic_write_leaves_no_temp_file(tmp_path, monkeypatch):
+    import os
+
+    from boxmed_eval.errors import BoxmedError
+    from boxmed_eval.records import atomic_write_text
+
+    target = tmp_path / "summary.json"
+    target.write_text("old")
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(BoxmedError, match="No space left on device"):
+        atomic_write_text(target, "new")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+    monkeypatch.undo()
+    with pytest.raises(BoxmedError, match="could not write"):
+        atomic_write_text(target, "lone \ud800")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_non_string_image_path_is_a_named_error(iu_root, tmp_path):
+    annotation = json.loads((iu_root / "annotation.json").read_text())
+    annotation["test"][2]["image_path"] = [17, None]
+    (iu_root / "annotation.json").write_text(json.dumps(annotation))
+    result = invoke("run", "--model", "retrieval", "--dataset", "iu_xray", "--data-root", iu_root,
+                    "--out", tmp_path / "r", "--metrics", "token_overlap")
+    assert result.exit_code == 2 and "'image_path' holds 17" in result.output and "test[2]" in result.output, \
+        result.output
