@@ -459,3 +459,57 @@ def test_non_string_image_path_is_a_named_error(iu_root, tmp_path):
                     "--out", tmp_path / "r", "--metrics", "token_overlap")
     assert result.exit_code == 2 and "'image_path' holds 17" in result.output and "test[2]" in result.output, \
         result.output
+
+
+# ------------------------------------------------------------------ real multi-process generation
+
+def test_torchrun_two_ranks_kill_one_then_rerun_completes_each_study_once(tmp_path):
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import write_iu_dataset
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun not installed next to this Python")
+    root_dir = Path(__file__).resolve().parents[1]
+    data = write_iu_dataset(tmp_path / "iu", n_train=12, n_val=1, n_test=16)
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(root_dir), "OMP_NUM_THREADS": "1"}
+    cmd = [str(torchrun), "--nproc_per_node", "2", "--master_port", "0", str(root_dir / "tests" / "slow_plugin_cli.py"),
+           "run", "--model", "slow_retrieval", "--dataset", "iu_xray", "--data-root", str(data), "--batch-size", "2",
+           "--metrics", "token_overlap", "--out", str(out)]
+    launch = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    lock1, shard1 = out / ".boxmed-eval.rank1.lock", out / "predictions.rank1.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if lock1.exists() and shard1.exists() and shard1.read_text().count("\n") >= 2:
+            break
+        time.sleep(0.05)
+    else:
+        os.killpg(launch.pid, signal.SIGKILL)
+        raise AssertionError("rank 1 never wrote its shard")
+    rank1 = json.loads(lock1.read_text())["pid"]
+    os.kill(rank1, signal.SIGKILL)  # kill -9 of one rank mid-generation
+    try:
+        assert launch.wait(timeout=120) != 0
+    finally:
+        if launch.poll() is None:
+            os.killpg(launch.pid, signal.SIGKILL)
+    assert not (out / "summary.json").exists()
+    written = shard1.read_text().count("\n")
+    assert 2 <= written < 8, "the kill must land in the middle of rank 1's share"
+
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ids = [json.loads(line)["id"] for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert ids == [f"CXR{i:04d}_IM-{i:04d}" for i in range(13, 29)]  # every study once, in study order
+    assert not list(out.glob("predictions.rank*.jsonl")) and not list(out.glob(".boxmed-eval*.lock"))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_studies"] == 16 and summary["token_overlap"] == 1.0
+    shutil.rmtree(data)
