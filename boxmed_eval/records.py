@@ -237,12 +237,7 @@ def read_reports(path: str | os.PathLike[str], *, role: str = "report", allow_em
             raise DataError("expected a list of objects or an {id: report} mapping", file=path)
         rows = [(f"item {i}", obj) for i, obj in enumerate(data)]
     elif path.suffix.lower() in {".csv", ".tsv"}:
-        try:
-            reader = csv.DictReader(io.StringIO(read_text(path), newline=""),
-                                    delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-            rows = [(f"row {i + 2}", dict(r)) for i, r in enumerate(reader)]
-        except csv.Error as exc:
-            raise DataError(f"malformed CSV ({exc})", file=path, fix="quote fields that contain commas or newlines") from None
+        rows = _read_csv_rows(path)
     else:
         raise DataError(f"unsupported {role} file type {path.suffix!r}", file=path,
                         fix="use .jsonl, .json or .csv with 'id' and 'report' columns")
@@ -275,6 +270,27 @@ def read_reports(path: str | os.PathLike[str], *, role: str = "report", allow_em
         check_encodable([study_id, text], file=path, record=f"{where} (id {study_id!r})")
         reports[study_id] = text
     return reports
+
+
+def _read_csv_rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """CSV rows as (where, row). ``strict``: an unclosed quote is an error naming the line where
+    the quoted field opened, instead of swallowing the rest of the file into one report."""
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""), strict=True,
+                            delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+    rows: list[tuple[str, dict[str, Any]]] = []
+    started = 2
+    try:
+        for row in reader:
+            rows.append((f"row {len(rows) + 2} (line {started})", dict(row)))
+            started = reader.line_num + 1
+            if any(str(v).strip() for v in row.get(None) or []):  # more fields than the header
+                raise DataError(f"{len(row[None])} more field(s) than the header has", file=path,
+                                record=f"line {reader.line_num}", fix="quote fields that contain commas")
+    except csv.Error as exc:
+        hint = (" (a quote opened here is never closed)" if "end of data" in str(exc) else "")
+        raise DataError(f"malformed CSV ({exc}){hint}", file=path, record=f"line {started}",
+                        fix="quote fields that contain commas or newlines, and close every quote") from None
+    return rows
 
 
 def check_same_ids(predictions: dict[str, Any], references: dict[str, Any], *, pred_file: object = "predictions",

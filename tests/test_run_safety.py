@@ -513,3 +513,17 @@ def test_torchrun_two_ranks_kill_one_then_rerun_completes_each_study_once(tmp_pa
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_studies"] == 16 and summary["token_overlap"] == 1.0
     shutil.rmtree(data)
+
+
+# ------------------------------------------------------------------ 9. quietly degraded input
+
+@pytest.mark.parametrize("content, expected", [
+    ('id,report\na,"unclosed quote\nb,second\nc,third\n', "line 2: malformed CSV"),
+    ("id,report\na,one, two, three\n", "more field(s) than the header"),
+])
+def test_csv_that_would_swallow_or_split_reports_is_refused(tmp_path, content, expected):
+    ref, pred = tmp_path / "ref.csv", tmp_path / "pred.csv"
+    ref.write_text(content)
+    pred.write_text("id,report\na,x\nb,y\nc,z\n")
+    result = invoke("score", "--pred", pred, "--ref", ref, "--out", tmp_path / "o", "--metrics", "token_overlap")
+    assert result.exit_code == 2 and expected in result.output, result.output
