@@ -139,13 +139,82 @@ def score(run_dir: RunDirectory, references: dict[str, str], predictions: dict[s
         options[name]["dataset"] = phi_dataset
     for name in metric_names:  # metrics that cache (LLM judges) keep their cache in the run dir
         options[name].setdefault("cache_dir", str(run_dir.path))
+    unknown = unknown_metric_options(metric_names, metric_options or {})
     started = time.perf_counter()
     result = compute_metrics(metric_names, references, hypotheses, studies=studies, predictions=predictions,
                              options=options, progress=True)
+    for message in unknown:
+        log.warning(message)
+    result.messages[:0] = unknown
     extra = {"n_empty_predictions": len(empty), "metrics_requested": metric_names,
              "metrics_skipped": dict(result.skipped),
              "scoring_seconds": round(time.perf_counter() - started, 3)}
     return run_dir.write_results(result, ids, extra_summary=extra, merge_existing=merge_existing)
+
+
+HARNESS_OPTIONS = frozenset({"cache_dir", "dataset"})
+
+
+def unknown_metric_options(metric_names: list[str], metric_options: dict[str, dict[str, Any]]) -> list[str]:
+    """Warnings for ``--metric-option`` keys that no code of the metric mentions (a typo such
+    as ``nlg.preproces=none`` would otherwise be ignored without a word), and for options given
+    to a metric family that is not being computed. A heuristic: a key counts as known when it
+    appears as a string literal in the metric's module, its base classes' modules or the
+    boxmed_eval modules those import."""
+    messages = []
+    for metric, options in metric_options.items():
+        keys = sorted(set(options) - HARNESS_OPTIONS)
+        if not keys:
+            continue
+        if metric not in metric_names:
+            # --judge / --allow-remote-phi fill in both judged metrics: not a user's typo
+            keys = [k for k in keys if k not in {"judge", "judge_model", "allow_remote_phi", "trust_remote_code"}]
+            if not keys:
+                continue
+            if metric in METRICS.names():
+                messages.append(f"--metric-option {metric}.{keys[0]}: metric {metric!r} is not computed in this run")
+            else:
+                messages.append(f"--metric-option {metric}.{keys[0]}: there is no metric family {metric!r} "
+                                f"(valid: {', '.join(METRICS.names())})")
+            continue
+        try:
+            known = _option_literals(METRICS.get(metric))
+        except Exception:  # never fail a run on the heuristic
+            continue
+        for key in keys:
+            if key not in known:
+                messages.append(f"--metric-option {metric}.{key}: metric {metric!r} does not seem to use an option "
+                                f"{key!r} (a typo?); it is probably ignored")
+    return messages
+
+
+def _option_literals(cls: type) -> set[str]:
+    import ast
+    import importlib
+    import inspect
+    import re
+
+    modules = {c.__module__ for c in cls.__mro__ if c.__module__.startswith(("boxmed_eval", "boxmed_model", "plugins"))}
+    modules.add(cls.__module__)
+    literals: set[str] = set()
+    seen: set[str] = set()
+    queue = list(modules)
+    while queue:
+        name = queue.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            tree = ast.parse(inspect.getsource(importlib.import_module(name)))
+        except (ImportError, OSError, TypeError, SyntaxError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                literals.update(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", node.value))
+            elif isinstance(node, ast.ImportFrom) and node.module and name in modules and \
+                    node.module.startswith(("boxmed_eval.metrics", "boxmed_eval.judges")):
+                queue.append(node.module)
+    return literals
 
 
 def run(config: RunConfig) -> tuple[RunDirectory, dict[str, Any]]:

@@ -527,3 +527,15 @@ def test_csv_that_would_swallow_or_split_reports_is_refused(tmp_path, content, e
     pred.write_text("id,report\na,x\nb,y\nc,z\n")
     result = invoke("score", "--pred", pred, "--ref", ref, "--out", tmp_path / "o", "--metrics", "token_overlap")
     assert result.exit_code == 2 and expected in result.output, result.output
+
+
+def test_misspelt_metric_option_is_reported(tmp_path):
+    pred, ref = _pair(tmp_path)
+    result = invoke("score", "--pred", pred, "--ref", ref, "--out", tmp_path / "o", "--metrics", "nlg",
+                    "--metric-option", "nlg.preproces=none", "--metric-option", "nlg.rouge_stemmer=false",
+                    "--metric-option", "chexpret.labeler=rules")
+    assert result.exit_code == 0, result.output
+    messages = json.loads((tmp_path / "o" / "summary.json").read_text())["messages"]
+    assert any("nlg.preproces" in m and "typo" in m for m in messages), messages
+    assert not any("rouge_stemmer" in m for m in messages)
+    assert any("no metric family 'chexpret'" in m for m in messages)
