@@ -539,3 +539,18 @@ def test_misspelt_metric_option_is_reported(tmp_path):
     assert any("nlg.preproces" in m and "typo" in m for m in messages), messages
     assert not any("rouge_stemmer" in m for m in messages)
     assert any("no metric family 'chexpret'" in m for m in messages)
+
+
+def test_same_score_command_twice_asks_the_judge_nothing_the_second_time(tmp_path):
+    from tests.test_judges import FakeServer, _green_reply
+
+    pred, ref = _pair(tmp_path / "in", n=4)
+    pred.write_text("".join(json.dumps({"id": f"s{i}", "report": f"CAND-{i}"}) + "\n" for i in range(4)))
+    with FakeServer({f"CAND-{i}": _green_reply(0, 1) for i in range(4)}) as server:
+        args = ["score", "--pred", pred, "--ref", ref, "--out", tmp_path / "o", "--dataset", "iu_xray",
+                "--metrics", "green", "--judge", server.url, "--judge-model", "m"]
+        assert invoke(*args).exit_code == 0
+        assert len(server.requests) == 4
+        again = invoke(*args)
+        assert again.exit_code == 0, again.output
+        assert len(server.requests) == 4  # every reply came from judge_cache.jsonl
