@@ -6,6 +6,14 @@ from __future__ import annotations
 class BoxmedError(Exception):
     """Base class for errors the CLI prints without a traceback."""
 
+    exit_code: int = 2  # what the CLI exits with
+
+
+class MissingMetricsError(BoxmedError):
+    """Results were written, but a metric the user asked for could not be computed."""
+
+    exit_code = 3
+
 
 class DataError(BoxmedError, ValueError):
     """Bad input data. The message says where (file, record) and how to fix it."""

@@ -39,6 +39,14 @@ class RunConfig:
     metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     overwrite: bool = False
 
+    def __post_init__(self) -> None:
+        # A negative limit would slice from the end and a batch size <= 0 would drop studies:
+        # wrong numbers, not errors, unless refused here.
+        if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1):
+            raise BoxmedError(f"limit must be a positive number of studies, not {self.limit!r}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise BoxmedError(f"batch size must be a positive integer, not {self.batch_size!r}")
+
     def default_out(self) -> Path:
         return Path("runs") / f"{self.model}_{self.dataset}_{self.split}"
 
@@ -110,8 +118,15 @@ def _check_batch(plugin: ReportGenerator, batch: list[Study], predictions: list[
 
 def score(run_dir: RunDirectory, references: dict[str, str], predictions: dict[str, Prediction], *,
           metric_names: list[str], metric_options: dict[str, dict[str, Any]] | None = None,
-          studies: dict[str, Study] | None = None, merge_existing: bool = False) -> dict[str, Any]:
-    """Score predictions against references and write scores.csv / summary.json."""
+          studies: dict[str, Study] | None = None, merge_existing: bool = False,
+          dataset: str | None = None) -> dict[str, Any]:
+    """Score predictions against references and write scores.csv / summary.json.
+
+    ``dataset`` is the authoritative dataset name (run.json's): every metric gets it, whatever a
+    ``--metric-option METRIC.dataset=...`` says, made stricter when the references look
+    credentialed, so the judges' PHI guard cannot be talked down."""
+    from boxmed_eval.judges.phi import guard_dataset
+
     ids = list(references)
     hypotheses = {i: predictions[i].report for i in ids}
     empty = [i for i in ids if not hypotheses[i].strip()]
@@ -119,20 +134,100 @@ def score(run_dir: RunDirectory, references: dict[str, str], predictions: dict[s
         log.warning("%d predictions are empty (scored as empty text, i.e. 0 on text metrics): %s", len(empty),
                     ", ".join(empty[:5]))
     options = {name: {**(metric_options or {}).get(name, {})} for name in metric_names}
+    phi_dataset = guard_dataset(dataset, None, references.values())
+    for name in metric_names:
+        options[name]["dataset"] = phi_dataset
     for name in metric_names:  # metrics that cache (LLM judges) keep their cache in the run dir
         options[name].setdefault("cache_dir", str(run_dir.path))
+    unknown = unknown_metric_options(metric_names, metric_options or {})
     started = time.perf_counter()
     result = compute_metrics(metric_names, references, hypotheses, studies=studies, predictions=predictions,
                              options=options, progress=True)
+    for message in unknown:
+        log.warning(message)
+    result.messages[:0] = unknown
     extra = {"n_empty_predictions": len(empty), "metrics_requested": metric_names,
+             "metrics_skipped": dict(result.skipped),
              "scoring_seconds": round(time.perf_counter() - started, 3)}
     return run_dir.write_results(result, ids, extra_summary=extra, merge_existing=merge_existing)
 
 
+HARNESS_OPTIONS = frozenset({"cache_dir", "dataset"})
+
+
+def unknown_metric_options(metric_names: list[str], metric_options: dict[str, dict[str, Any]]) -> list[str]:
+    """Warnings for ``--metric-option`` keys that no code of the metric mentions (a typo such
+    as ``nlg.preproces=none`` would otherwise be ignored without a word), and for options given
+    to a metric family that is not being computed. A heuristic: a key counts as known when it
+    appears as a string literal in the metric's module, its base classes' modules or the
+    boxmed_eval modules those import."""
+    messages = []
+    for metric, options in metric_options.items():
+        keys = sorted(set(options) - HARNESS_OPTIONS)
+        if not keys:
+            continue
+        if metric not in metric_names:
+            # --judge / --allow-remote-phi fill in both judged metrics: not a user's typo
+            keys = [k for k in keys if k not in {"judge", "judge_model", "allow_remote_phi", "trust_remote_code"}]
+            if not keys:
+                continue
+            if metric in METRICS.names():
+                messages.append(f"--metric-option {metric}.{keys[0]}: metric {metric!r} is not computed in this run")
+            else:
+                messages.append(f"--metric-option {metric}.{keys[0]}: there is no metric family {metric!r} "
+                                f"(valid: {', '.join(METRICS.names())})")
+            continue
+        try:
+            known = _option_literals(METRICS.get(metric))
+        except Exception:  # never fail a run on the heuristic
+            continue
+        for key in keys:
+            if key not in known:
+                messages.append(f"--metric-option {metric}.{key}: metric {metric!r} does not seem to use an option "
+                                f"{key!r} (a typo?); it is probably ignored")
+    return messages
+
+
+def _option_literals(cls: type) -> set[str]:
+    import ast
+    import importlib
+    import inspect
+    import re
+
+    modules = {c.__module__ for c in cls.__mro__ if c.__module__.startswith(("boxmed_eval", "boxmed_model", "plugins"))}
+    modules.add(cls.__module__)
+    literals: set[str] = set()
+    seen: set[str] = set()
+    queue = list(modules)
+    while queue:
+        name = queue.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            tree = ast.parse(inspect.getsource(importlib.import_module(name)))
+        except (ImportError, OSError, TypeError, SyntaxError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                literals.update(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", node.value))
+            elif isinstance(node, ast.ImportFrom) and node.module and name in modules and \
+                    node.module.startswith(("boxmed_eval.metrics", "boxmed_eval.judges")):
+                queue.append(node.module)
+    return literals
+
+
 def run(config: RunConfig) -> tuple[RunDirectory, dict[str, Any]]:
-    """Generate (resuming) and score; returns the run directory and its summary."""
-    rank, world = distributed_rank()
+    """Generate (resuming) and score; returns the run directory and its summary. The run
+    directory is locked for the whole command (each rank its own lock file)."""
+    rank, _ = distributed_rank()
     run_dir = RunDirectory(config.out or config.default_out())
+    with run_dir.lock(rank):
+        return _run_locked(config, run_dir)
+
+
+def _run_locked(config: RunConfig, run_dir: RunDirectory) -> tuple[RunDirectory, dict[str, Any]]:
+    rank, world = distributed_rank()
     model_cls = get_model_class(config.model)  # fail early on unknown names
     dataset = get_dataset(config.dataset, config.data_root, **config.dataset_options)
     studies = dataset.load(config.split)
@@ -170,9 +265,9 @@ def run(config: RunConfig) -> tuple[RunDirectory, dict[str, Any]]:
         raise BoxmedError(f"{len(missing)} studies have no prediction after generation (e.g. {missing[:5]})")
     references = {s.id: s.findings for s in studies}
     metric_names = config.metrics if config.metrics is not None else default_metrics(config.metric_options)
-    metric_options = {name: {"dataset": config.dataset, **config.metric_options.get(name, {})} for name in metric_names}
+    metric_options = {name: dict(config.metric_options.get(name, {})) for name in metric_names}
     summary = score(run_dir, references, predictions, metric_names=metric_names, metric_options=metric_options,
-                    studies={s.id: s for s in studies})
+                    studies={s.id: s for s in studies}, dataset=config.dataset)
     config_now = run_dir.read_config() or {}
     timings = dict(config_now.get("timings", {}))
     timings[f"generation_seconds_session{config_now.get('resumed', 0)}"] = round(generation_seconds, 3)

@@ -7,6 +7,7 @@ bottom-right, exclusive), whatever format a dataset stores them in.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -15,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from boxmed_eval.errors import DataError
+from boxmed_eval.errors import BoxmedError, DataError
 
 CHEXPERT_CLASSES: tuple[str, ...] = (
     "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
@@ -117,8 +118,7 @@ def iter_jsonl(path: str | os.PathLike[str], *, tolerate_truncated_tail: bool = 
     that is what a process killed mid-write leaves behind, and a resumed run rewrites it.
     """
     path = Path(path)
-    with path.open("r", encoding="utf-8") as handle:
-        lines = handle.readlines()
+    lines = read_text(path).splitlines(keepends=True)
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -132,7 +132,34 @@ def iter_jsonl(path: str | os.PathLike[str], *, tolerate_truncated_tail: bool = 
         if not isinstance(obj, dict):
             raise DataError("expected a JSON object", file=path, record=f"line {number}",
                             fix='write one object per line, e.g. {"id": "...", "report": "..."}')
+        if "\\u" in line:
+            check_encodable(obj, file=path, record=f"line {number}")
         yield number, obj
+
+
+def read_text(path: str | os.PathLike[str]) -> str:
+    """A UTF-8 text file; bytes that are not UTF-8 raise a DataError naming the line."""
+    path = Path(path)
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(f"not UTF-8 text (byte {raw[exc.start:exc.start + 1]!r} at offset {exc.start})", file=path,
+                        record=f"line {line}",
+                        fix="re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8 FILE > FILE.utf8)") from None
+    return text[1:] if text.startswith("\ufeff") else text  # a BOM is not part of the first field
+
+
+def check_encodable(obj: Any, *, file: object, record: object) -> None:
+    """Reject strings that cannot be written back as UTF-8 (lone surrogates such as a JSON
+    ``"\\ud800"``): they would fail much later, when the run directory is written."""
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise DataError(f"text holds an unpaired surrogate {exc.object[exc.start:exc.end]!r} (invalid Unicode)",
+                        file=file, record=record,
+                        fix="write the character itself, or a valid \\uXXXX\\uXXXX surrogate pair") from None
 
 
 def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) -> None:
@@ -144,13 +171,23 @@ def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) ->
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write a file so that readers see the old or the new content, never a half."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w", encoding="utf-8", newline="") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = text.encode("utf-8")
+        with tmp.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except (OSError, UnicodeEncodeError) as exc:
+        # never leave the temp file behind (a full disk, a read-only folder, bad text)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise BoxmedError(f"{path}: could not write the file ({reason}); nothing was changed") from None
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
@@ -161,7 +198,7 @@ def read_json(path: str | os.PathLike[str], *, what: str = "file", fix: str | No
     """Parse a JSON file; a missing or malformed file raises a DataError naming it."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_text(path))
     except FileNotFoundError:
         raise DataError(f"{what} not found", file=path, fix=fix or "check the path") from None
     except json.JSONDecodeError as exc:
@@ -190,7 +227,7 @@ def read_reports(path: str | os.PathLike[str], *, role: str = "report", allow_em
         rows = [(f"line {n}", obj) for n, obj in iter_jsonl(path)]
     elif path.suffix.lower() == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_text(path))
         except json.JSONDecodeError as exc:
             raise DataError(f"malformed JSON ({exc.msg} at line {exc.lineno})", file=path,
                             fix="use JSONL (one object per line) or a JSON list of objects") from None
@@ -200,15 +237,13 @@ def read_reports(path: str | os.PathLike[str], *, role: str = "report", allow_em
             raise DataError("expected a list of objects or an {id: report} mapping", file=path)
         rows = [(f"item {i}", obj) for i, obj in enumerate(data)]
     elif path.suffix.lower() in {".csv", ".tsv"}:
-        try:
-            with path.open("r", encoding="utf-8", newline="") as handle:
-                reader = csv.DictReader(handle, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-                rows = [(f"row {i + 2}", dict(r)) for i, r in enumerate(reader)]
-        except csv.Error as exc:
-            raise DataError(f"malformed CSV ({exc})", file=path, fix="quote fields that contain commas or newlines") from None
+        rows = _read_csv_rows(path)
     else:
         raise DataError(f"unsupported {role} file type {path.suffix!r}", file=path,
                         fix="use .jsonl, .json or .csv with 'id' and 'report' columns")
+    if not rows:
+        raise DataError(f"no {role}s in the file (it is empty)", file=path,
+                        fix=f"write one record per study with 'id' and 'report' (JSONL, JSON or CSV)")
     reports: dict[str, str] = {}
     for where, row in rows:
         if not isinstance(row, dict):
@@ -232,8 +267,30 @@ def read_reports(path: str | os.PathLike[str], *, role: str = "report", allow_em
         if not text.strip() and not allow_empty:
             raise DataError(f"empty {role}", file=path, record=f"{where} (id {study_id})",
                             fix=f"drop the record or write its {role} text")
+        check_encodable([study_id, text], file=path, record=f"{where} (id {study_id!r})")
         reports[study_id] = text
     return reports
+
+
+def _read_csv_rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """CSV rows as (where, row). ``strict``: an unclosed quote is an error naming the line where
+    the quoted field opened, instead of swallowing the rest of the file into one report."""
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""), strict=True,
+                            delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+    rows: list[tuple[str, dict[str, Any]]] = []
+    started = 2
+    try:
+        for row in reader:
+            rows.append((f"row {len(rows) + 2} (line {started})", dict(row)))
+            started = reader.line_num + 1
+            if any(str(v).strip() for v in row.get(None) or []):  # more fields than the header
+                raise DataError(f"{len(row[None])} more field(s) than the header has", file=path,
+                                record=f"line {reader.line_num}", fix="quote fields that contain commas")
+    except csv.Error as exc:
+        hint = (" (a quote opened here is never closed)" if "end of data" in str(exc) else "")
+        raise DataError(f"malformed CSV ({exc}){hint}", file=path, record=f"line {started}",
+                        fix="quote fields that contain commas or newlines, and close every quote") from None
+    return rows
 
 
 def check_same_ids(predictions: dict[str, Any], references: dict[str, Any], *, pred_file: object = "predictions",

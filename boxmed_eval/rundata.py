@@ -185,7 +185,9 @@ def read_scores(path: str | os.PathLike[str]) -> pd.DataFrame:
     """scores.csv -> DataFrame indexed by study id (str), float columns."""
     path = Path(path)
     try:
-        frame = pd.read_csv(path, dtype={"id": str}, keep_default_na=True)
+        # Everything as text, nothing read as missing: ids such as "NA", "nan", "null" or "None"
+        # are study ids, not gaps. Scores are converted below ("" and "nan" mean no score).
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"malformed CSV ({exc})", file=path, fix="re-score the run to rewrite scores.csv") from None
     except pd.errors.EmptyDataError:
@@ -193,7 +195,7 @@ def read_scores(path: str | os.PathLike[str]) -> pd.DataFrame:
     if "id" not in frame.columns:
         raise DataError(f"no 'id' column (columns: {', '.join(map(str, frame.columns))})", file=path,
                         fix="scores.csv needs a first column 'id' with the study ids")
-    missing_id = frame["id"].isna()
+    missing_id = frame["id"].str.strip() == ""
     if missing_id.any():
         row = int(np.flatnonzero(missing_id.to_numpy())[0]) + 2
         raise DataError("empty study id", file=path, record=f"row {row}", fix="every row needs its study id")
@@ -204,8 +206,10 @@ def read_scores(path: str | os.PathLike[str]) -> pd.DataFrame:
                         fix="each study must appear once; re-score the run")
     frame = frame.set_index("id")
     for column in frame.columns:
-        converted = pd.to_numeric(frame[column], errors="coerce")
-        bad = converted.isna() & frame[column].notna()
+        text = frame[column].str.strip()
+        no_score = text.str.lower().isin({"", "nan"})
+        converted = pd.to_numeric(text.where(~no_score, "nan"), errors="coerce")
+        bad = converted.isna() & ~no_score
         if bad.any():
             study = bad.index[np.flatnonzero(bad.to_numpy())[0]]
             raise DataError(f"column {column!r} holds a non-number {frame[column][study]!r}", file=path,

@@ -18,7 +18,9 @@ import json
 import logging
 import os
 import platform
+import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterable
 from importlib import metadata
@@ -36,6 +38,11 @@ log = logging.getLogger(__name__)
 # Fields of run.json that define what a run is: resuming with different values would mix
 # predictions of two different experiments in one file.
 IDENTITY_FIELDS = ("model", "model_args", "dataset", "split", "data_root", "dataset_options", "limit", "seed")
+
+# Files a run directory's writers produce; ``--overwrite`` removes these and nothing else.
+# The judge cache (judge_cache.jsonl) is deliberately absent: its replies are keyed by judge
+# model, settings and prompt, so they stay valid, and they can cost hours to obtain again.
+RUN_OUTPUTS = ("run.json", "predictions.jsonl", "references.jsonl", "scores.csv", "summary.json", "per_class.csv")
 
 _VERSIONED_PACKAGES = ("boxmed-eval", "torch", "transformers", "peft", "trl", "pycocoevalcap", "rouge-score",
                        "scipy", "numpy", "pandas")
@@ -65,6 +72,96 @@ def git_revision() -> str | None:
         return None
 
 
+LOCK_FILE = ".boxmed-eval.lock"
+
+
+class RunLock:
+    """An exclusive lock on a run directory: a lock file created with O_EXCL holding the
+    holder's pid, host and command. A lock left by a process that is gone (kill -9, power
+    loss) on this host is detected and taken over; one held by another host is only reported
+    (its pid cannot be checked from here). Under torchrun each rank locks its own file, so the
+    ranks of one launch run together while a second launch into the same directory is refused."""
+
+    def __init__(self, directory: str | os.PathLike[str], rank: int = 0) -> None:
+        self.directory = Path(directory)
+        name = LOCK_FILE if rank == 0 else f".boxmed-eval.rank{rank}.lock"
+        self.path = self.directory / name
+        self.held = False
+
+    def _holder(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _is_stale(self, holder: dict[str, Any] | None) -> bool:
+        if holder is None:  # unreadable: a holder killed while writing it, if it is old enough
+            try:
+                return time.time() - self.path.stat().st_mtime > 30
+            except FileNotFoundError:
+                return True
+        if holder.get("host") != socket.gethostname():
+            return False
+        pid = holder.get("pid")
+        if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+            return True
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def acquire(self) -> "RunLock":
+        _mkdir(self.directory)
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "command": " ".join(sys.argv)[:500]}
+        for _ in range(5):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder == {}:
+                    continue  # released meanwhile
+                if self._is_stale(holder):
+                    log.warning("%s: taking over a stale lock left by %s", self.directory,
+                                f"pid {holder.get('pid')} on {holder.get('host')}" if holder else "a killed process")
+                    self.path.unlink(missing_ok=True)
+                    continue
+                who = f"pid {holder.get('pid')} on host {holder.get('host')} since {holder.get('started')}" \
+                    if holder else "another process"
+                raise BoxmedError(f"{self.directory} is in use by {who} ({holder.get('command', '') if holder else ''}). "
+                                  "Wait for it to finish, or use another --out directory; if that process is gone "
+                                  f"(e.g. on another machine), delete {self.path}")
+            except OSError as exc:
+                raise BoxmedError(f"{self.path}: cannot create the run directory's lock file "
+                                  f"({exc.strerror or exc}); is the directory writable?") from None
+            try:
+                os.write(fd, json.dumps(info).encode("utf-8"))
+            finally:
+                os.close(fd)
+            self.held = True
+            return self
+        raise BoxmedError(f"{self.path}: could not take the run directory's lock; try again")
+
+    def release(self) -> None:
+        if self.held:
+            holder = self._holder()
+            if holder and holder.get("pid") == os.getpid():
+                self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 class RunDirectory:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -90,27 +187,72 @@ class RunDirectory:
         return self.path / f"predictions.rank{rank}.jsonl"
 
     # run.json ------------------------------------------------------------------------
+    def lock(self, rank: int = 0) -> RunLock:
+        """``with run_dir.lock(): ...`` around everything that writes the directory."""
+        return RunLock(self.path, rank)
+
     def read_config(self) -> dict[str, Any] | None:
         if not self.run_json.exists():
             return None
         return read_json(self.run_json, what="run.json", fix="restore it, or start the run in a new --out directory")
 
-    def start(self, config: dict[str, Any], *, overwrite: bool = False) -> dict[str, Any]:
-        """Create the directory or reopen a compatible one; returns run.json's content."""
-        self.path.mkdir(parents=True, exist_ok=True)
+    def output_files(self) -> list[Path]:
+        """Files in the directory that boxmed-eval itself writes (what ``--overwrite`` may
+        remove). Anything else (a user's notes, the input files, the judge cache) stays."""
+        names = set(RUN_OUTPUTS)
+        summary = self._read_summary_quietly()
+        for table in (summary or {}).get("tables", []) or []:
+            if isinstance(table, str) and "/" not in table and table.endswith(".csv"):
+                names.add(table)
+        found = [self.path / n for n in sorted(names) if (self.path / n).is_file()]
+        # not the lock: whoever overwrites holds it
+        found += sorted(p for p in self.path.glob("predictions.rank*.jsonl") if p.is_file())
+        return found
+
+    def _read_summary_quietly(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.summary_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def start(self, config: dict[str, Any], *, overwrite: bool = False,
+              identity: tuple[str, ...] = IDENTITY_FIELDS, keep: Iterable[Path] = ()) -> dict[str, Any]:
+        """Create the directory or reopen a compatible one; returns run.json's content.
+
+        A directory holding another run (different ``identity`` fields), or run outputs
+        without a run.json (predictions of unknown origin), is refused unless ``overwrite``;
+        overwriting removes only the files boxmed-eval writes (never ``keep``, e.g. the
+        input files, never the judge cache, never a user's other files)."""
+        _mkdir(self.path)
         existing = self.read_config()
-        if existing is not None and overwrite:
-            for f in self.path.iterdir():
-                if f.is_file():
-                    f.unlink()
+        if existing is None and not overwrite:
+            # shards are excluded: another rank of this very launch may have started first
+            orphans = [p.name for p in self.output_files() if p.name != "run.json"
+                       and not p.name.startswith("predictions.rank")]
+            if orphans:
+                raise BoxmedError(f"{self.path} holds {', '.join(orphans)} but no run.json, so it is not a run "
+                                  "this command can resume (the predictions may come from another model). "
+                                  "Use another --out directory, or --overwrite to replace those files.")
+        if overwrite and (existing is not None or self.output_files()):
+            protected = {Path(k).resolve() for k in keep}
+            removed = []
+            for f in self.output_files():
+                if f.resolve() in protected:
+                    continue
+                f.unlink()
+                removed.append(f.name)
+            if removed:
+                log.warning("--overwrite: removed %s from %s (the judge cache and other files are kept)",
+                            ", ".join(removed), self.path)
             existing = None
         if existing is not None:
-            diffs = [f"{k}: {existing.get(k)!r} (in run.json) vs {config.get(k)!r}" for k in IDENTITY_FIELDS
+            diffs = [f"{k}: {existing.get(k)!r} (in run.json) vs {config.get(k)!r}" for k in identity
                      if k in config and existing.get(k) != config.get(k)]
             if diffs:
                 raise BoxmedError(f"{self.path} holds a different run ({'; '.join(diffs)}). "
                                   "Use another --out directory, or --overwrite to start it again.")
-            merged = {**existing, **{k: v for k, v in config.items() if k not in IDENTITY_FIELDS}}
+            merged = {**existing, **{k: v for k, v in config.items() if k not in identity}}
             merged["resumed"] = existing.get("resumed", 0) + 1
         else:
             merged = dict(config)
@@ -185,7 +327,10 @@ class RunDirectory:
             if old:
                 summary.update(old)
             if self.scores_path.exists():
-                previous = pd.read_csv(self.scores_path, dtype={"id": str})
+                from boxmed_eval.rundata import read_scores
+
+                # read_scores keeps ids like "NA" or "null" as text (pandas would read them as missing)
+                previous = read_scores(self.scores_path).reset_index()
                 keep = [c for c in previous.columns if c != "id" and c not in scores.columns]
                 if keep:
                     scores = scores.merge(previous[["id", *keep]], on="id", how="left")
@@ -200,6 +345,7 @@ class RunDirectory:
         atomic_write_text(self.scores_path, scores.to_csv(index=False))
         for name, table in result.tables.items():
             atomic_write_text(self.path / f"{name}.csv", table.to_csv(index=False))
+        summary["tables"] = sorted(set(summary.get("tables", []) or []) | {f"{n}.csv" for n in result.tables})
         atomic_write_json(self.summary_path, summary)
         return summary
 
@@ -209,9 +355,21 @@ class RunDirectory:
         return json.loads(self.summary_path.read_text(encoding="utf-8"))
 
 
+def _mkdir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise BoxmedError(f"{path}: cannot create the run directory: a file (not a folder) is in the way") from None
+    except NotADirectoryError:
+        raise BoxmedError(f"{path}: cannot create the run directory: a part of the path is a file") from None
+    except OSError as exc:
+        raise BoxmedError(f"{path}: cannot create the run directory ({exc.strerror or exc})") from None
+
+
 def _repair_truncated_tail(path: Path) -> None:
-    """Cut a last line that has no newline (a write interrupted by a kill)."""
-    with path.open("rb+") as handle:
+    """Cut a last line that has no newline (a write interrupted by a kill). The file is only
+    opened for writing when there is something to cut (a read-only run can still be read)."""
+    with path.open("rb") as handle:
         handle.seek(0, os.SEEK_END)
         size = handle.tell()
         if size == 0:
@@ -219,6 +377,7 @@ def _repair_truncated_tail(path: Path) -> None:
         handle.seek(size - 1)
         if handle.read(1) == b"\n":
             return
+    with path.open("rb+") as handle:
         # find the last newline
         block = 65536
         pos = size

@@ -17,6 +17,12 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except BoxmedError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(exc.exit_code)
+        except OSError as exc:
+            # A full or read-only disk, a path under a file: the system's reason and the path,
+            # not a traceback.
+            where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+            click.secho(f"error: {where}{exc.strerror or exc}", fg="red", err=True)
             sys.exit(2)
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from boxmed_eval.errors import BoxmedError
+from boxmed_eval.errors import BoxmedError, MissingMetricsError
 from boxmed_eval.plugins import parse_model_args
 
 
@@ -60,3 +60,34 @@ def print_summary(summary: dict[str, Any]) -> None:
         click.echo(f"{key.ljust(width)}  {value:.4f}" if isinstance(value, float) else f"{key.ljust(width)}  {value}")
     for message in summary.get("messages", []):
         click.secho(f"note: {message}", fg="yellow", err=True)
+
+
+def allow_missing_option(func: Any) -> Any:
+    return click.option("--allow-missing-metrics", is_flag=True,
+                        help="Exit 0 even when a metric asked for with --metrics or --judge could not be computed.")(func)
+
+
+def requested_metrics(metrics_flag: str | None, metric_names: list[str], options: dict[str, dict[str, Any]]) -> list[str]:
+    """The metric families the user asked for by name (--metrics) or by giving them a --judge;
+    the default set without --metrics may skip what cannot run offline."""
+    from boxmed_eval.judges import configured_judge_metrics
+
+    asked = list(metric_names) if metrics_flag else []
+    return asked + [m for m in configured_judge_metrics(options) if m not in asked]
+
+
+def check_missing_metrics(summary: dict[str, Any], requested: list[str], allow_missing: bool) -> None:
+    """Exit 3 (after the results are written) when a requested metric was skipped. A PHI-guard
+    refusal always fails, whatever was asked for: nobody should read a quiet exit 0 as "judged"."""
+    from boxmed_eval.judges.phi import PHI_REFUSAL_PREFIX
+
+    skipped: dict[str, str] = summary.get("metrics_skipped") or {}
+    refused = {m: r for m, r in skipped.items() if PHI_REFUSAL_PREFIX in r}
+    missing = {m: r for m, r in skipped.items() if m in requested}
+    if refused:
+        raise MissingMetricsError(f"PHI guard: {'; '.join(f'{m}: {r}' for m, r in refused.items())}")
+    if missing and not allow_missing:
+        raise MissingMetricsError(
+            f"requested metric(s) {', '.join(missing)} could not be computed ("
+            + "; ".join(f"{m}: {r}" for m, r in missing.items())
+            + "). The other results are written; pass --allow-missing-metrics to exit 0 anyway")

@@ -39,6 +39,16 @@ def read_r2gen_annotation(path: Path) -> list[tuple[str, int, dict[str, Any]]]:
                                     fix="R2Gen entries need id, report, image_path (list) and split")
             if not isinstance(entry["image_path"], list) or not entry["image_path"]:
                 raise DataError("'image_path' must be a non-empty list", file=path, record=f"{where} (id {entry['id']})")
+            bad = [p for p in entry["image_path"] if not isinstance(p, str) or not p.strip()]
+            if bad:
+                raise DataError(f"'image_path' holds {bad[0]!r}, not a relative file path", file=path,
+                                record=f"{where} (id {entry['id']})",
+                                fix='write image paths as strings, e.g. ["CXR1_1_IM-0001/0.png"]')
+            if not isinstance(entry["report"], str):
+                raise DataError(f"'report' is {type(entry['report']).__name__}, not text", file=path,
+                                record=f"{where} (id {entry['id']})")
+            if not isinstance(entry["id"], (str, int)) or isinstance(entry["id"], bool) or not str(entry["id"]).strip():
+                raise DataError(f"'id' {entry['id']!r} is not a study id", file=path, record=where)
             split = canonical_split(entry.get("split") or key)
             out.append((split, index, entry))
     return out

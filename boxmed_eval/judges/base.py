@@ -178,13 +178,15 @@ def judge_availability(spec: JudgeSpec, *, metric: str, default_repo: str, datas
 def make_backend(spec: JudgeSpec, *, batch_size: int = 8, device: str | None = None,
                  trust_remote_code: bool = False, dtype: str | None = None, dataset: str | None = None,
                  allow_remote_phi: bool = False, concurrency: int | None = None,
-                 timeout_s: float | None = None) -> JudgeBackend:
+                 timeout_s: float | None = None, use_proxy: bool = False) -> JudgeBackend:
     """Build the backend for ``spec`` (loads a local model; checks a server's PHI guard)."""
     if spec.kind == "openai":
-        from boxmed_eval.judges.openai import OpenAIJudge
+        from boxmed_eval.judges.openai import DEFAULT_TIMEOUT_S, OpenAIJudge
 
         return OpenAIJudge(spec.location, model=spec.model_name, dataset=dataset, allow_remote_phi=allow_remote_phi,
-                           concurrency=concurrency or max(batch_size, 1), timeout_s=timeout_s or 300.0)
+                           concurrency=concurrency or max(batch_size, 1),
+                           timeout_s=timeout_s if timeout_s not in (None, "") else DEFAULT_TIMEOUT_S,
+                           use_proxy=use_proxy)
     folder = local_model_dir(spec)
     if folder is None:
         raise MissingResourceError(f"judge {spec.display} not found locally (config.json + weights)")

@@ -16,13 +16,28 @@ log = logging.getLogger(__name__)
 
 # Options every judged metric accepts (``Metric(**options)``); others are ignored with a warning.
 JUDGE_OPTIONS = ("judge", "judge_model", "batch_size", "cache_dir", "dataset", "allow_remote_phi",
-                 "trust_remote_code", "max_new_tokens", "device", "dtype", "concurrency", "timeout_s", "judge_api")
+                 "trust_remote_code", "max_new_tokens", "device", "dtype", "concurrency", "timeout_s", "judge_api", "use_proxy")
 
 
 def _as_bool(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in {"1", "true", "yes", "on"}
     return bool(value)
+
+
+def _positive(metric: str, options: dict[str, Any], key: str, kind: type, default: Any) -> Any:
+    value = options.get(key)
+    if value in (None, ""):
+        return default
+    try:
+        number = kind(value)
+        ok = number > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or isinstance(value, bool):
+        raise BoxmedError(f"--metric-option {metric}.{key}={value!r}: expected a positive number "
+                          f"(e.g. {metric}.{key}={default or 30})")
+    return number
 
 
 class JudgedMetric(Metric):
@@ -41,8 +56,12 @@ class JudgedMetric(Metric):
             log.warning("metric %r ignores unknown option(s) %s; valid: %s", self.name, ", ".join(unknown),
                         ", ".join(JUDGE_OPTIONS))
         super().__init__(**options)
-        self.batch_size = int(options.get("batch_size") or 8)
-        self.max_new_tokens = int(options.get("max_new_tokens") or self.default_max_new_tokens)
+        self.batch_size = _positive(self.name, options, "batch_size", int, 8)
+        self.max_new_tokens = _positive(self.name, options, "max_new_tokens", int, self.default_max_new_tokens)
+        # checked now, so that a typo fails before any judging, not as a skipped metric later
+        for key, kind in (("concurrency", int), ("timeout_s", float)):
+            if options.get(key) not in (None, ""):
+                self.options[key] = _positive(self.name, options, key, kind, None)
         self.allow_remote_phi = _as_bool(options.get("allow_remote_phi", False))
         self.trust_remote_code = _as_bool(options.get("trust_remote_code", False))
         self.dataset = options.get("dataset")
@@ -78,7 +97,8 @@ class JudgedMetric(Metric):
                                trust_remote_code=self.trust_remote_code,
                                dtype=options.get("dtype") or self.default_dtype, dataset=self.dataset,
                                allow_remote_phi=self.allow_remote_phi, concurrency=options.get("concurrency"),
-                               timeout_s=options.get("timeout_s"))
+                               timeout_s=options.get("timeout_s"),
+                               use_proxy=_as_bool(options.get("use_proxy", False)))
         if options.get("judge_api") and hasattr(backend, "api"):
             backend.api = str(options["judge_api"])
         self._served_model = backend.identity  # e.g. the model a server reports serving

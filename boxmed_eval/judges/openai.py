@@ -1,8 +1,11 @@
 """Judge backend for any OpenAI-compatible server (vLLM, SGLang, TGI, llama.cpp, ...).
 
-Standard library HTTP only (no ``openai`` package). Requests run concurrently in a thread
-pool; connection errors, timeouts, 429 and 5xx answers are retried with exponential backoff;
-other 4xx answers fail at once with the server's message. An API key, when the server needs
+Standard library HTTP only (no ``openai`` package). Requests run concurrently on daemon
+threads (a process that gives up never waits at exit for requests still in flight);
+connection errors, 429 and 5xx answers are retried with exponential backoff; other 4xx
+answers fail at once with the server's message. A request that times out (a server that
+accepts connections but never answers) is retried once, and then the whole backend gives up:
+the worst case is about ``2 x timeout_s`` (default 120 s per request), not attempts x 300 s. An API key, when the server needs
 one, is read from ``BOXMED_JUDGE_API_KEY`` (or ``OPENAI_API_KEY``).
 
 ``api="chat"`` (default) sends each prompt as one user message to ``/chat/completions`` (the
@@ -17,13 +20,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import random
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -33,6 +37,11 @@ from boxmed_eval.judges.phi import check_remote_judge
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+DEFAULT_TIMEOUT_S = 120.0
+# Attempts of one request that may end in a timeout before the backend gives up: a server
+# that accepts connections but never answers must not hold a run for attempts x timeout.
+MAX_TIMED_OUT_ATTEMPTS = 2
 
 
 def normalize_base_url(url: str) -> str:
@@ -53,18 +62,21 @@ class OpenAIJudge(JudgeBackend):
     kind = "openai"
 
     def __init__(self, base_url: str, *, model: str | None = None, dataset: str | None = None,
-                 allow_remote_phi: bool = False, concurrency: int = 8, timeout_s: float = 300.0,
-                 max_retries: int = 4, backoff_s: float = 1.0, api: str = "chat", api_key: str | None = None) -> None:
+                 allow_remote_phi: bool = False, concurrency: int = 8, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 max_retries: int = 4, backoff_s: float = 1.0, api: str = "chat", api_key: str | None = None,
+                 use_proxy: bool = False) -> None:
         self.base_url = normalize_base_url(base_url)
         # refuse before anything is sent, the model listing included
         check_remote_judge(self.base_url, dataset, allow_remote_phi)
+        self._opener = self._make_opener(use_proxy, dataset, allow_remote_phi)
         if api not in {"chat", "completions"}:
             raise JudgeError(f"judge api must be 'chat' or 'completions', not {api!r}")
         self.api = api
-        self.concurrency = max(1, int(concurrency))
-        self.timeout_s = float(timeout_s)
-        self.max_retries = max(0, int(max_retries))
-        self.backoff_s = float(backoff_s)
+        self.concurrency = _number(concurrency, "concurrency", int, minimum=1)
+        self.timeout_s = _number(timeout_s, "timeout_s", float, minimum=0.001)
+        self.max_retries = _number(max_retries, "max_retries", int, minimum=0)
+        self.backoff_s = _number(backoff_s, "backoff_s", float, minimum=0.0)
+        self._given_up: str | None = None  # set once the server is known not to answer
         self.api_key = api_key or os.environ.get("BOXMED_JUDGE_API_KEY") or os.environ.get("OPENAI_API_KEY")
         self.requests_sent = 0  # HTTP requests, retries included (tests and logs)
         self.model = model or self._discover_model()
@@ -72,6 +84,19 @@ class OpenAIJudge(JudgeBackend):
     @property
     def identity(self) -> str:
         return self.model
+
+    def _make_opener(self, use_proxy: bool, dataset: str | None, allow_remote_phi: bool) -> urllib.request.OpenerDirector:
+        """No proxy unless ``use_proxy``: an ``HTTP(S)_PROXY`` variable would otherwise send a
+        request for a loopback judge to another machine, past the PHI guard."""
+        if not use_proxy:
+            return urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        scheme = urlsplit(self.base_url).scheme
+        host = urlsplit(self.base_url).hostname or ""
+        proxy = urllib.request.getproxies().get(scheme)
+        if proxy and not urllib.request.proxy_bypass(host):
+            check_remote_judge(proxy if "://" in proxy else f"http://{proxy}", dataset, allow_remote_phi)
+            log.info("judge requests to %s go through the proxy %s (use_proxy)", self.base_url, proxy)
+        return urllib.request.build_opener(urllib.request.ProxyHandler())
 
     # HTTP ---------------------------------------------------------------------------
 
@@ -82,14 +107,17 @@ class OpenAIJudge(JudgeBackend):
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         last_error = ""
+        timed_out = 0
         for attempt in range(self.max_retries + 1):
+            if self._given_up:
+                raise JudgeError(self._given_up)
             if attempt:
                 # exponential backoff with jitter so concurrent workers do not retry in lockstep
                 time.sleep(self.backoff_s * (2 ** (attempt - 1)) * (0.5 + random.random() / 2))
             request = urllib.request.Request(url, data=data, headers=headers, method=method)
             self.requests_sent += 1
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                with self._opener.open(request, timeout=self.timeout_s) as response:
                     return json.loads(response.read().decode("utf-8"))
             except urllib.error.HTTPError as exc:
                 detail = _error_detail(exc)
@@ -99,6 +127,15 @@ class OpenAIJudge(JudgeBackend):
             except (urllib.error.URLError, ConnectionError, socket.timeout, TimeoutError) as exc:
                 reason = getattr(exc, "reason", exc)
                 last_error = f"{type(reason).__name__}: {reason}"
+                if isinstance(reason, (socket.timeout, TimeoutError)):
+                    timed_out += 1
+                    if timed_out >= MAX_TIMED_OUT_ATTEMPTS or attempt == self.max_retries:
+                        self._given_up = (
+                            f"judge server {url} unreachable after {attempt + 1} attempts: it accepted the "
+                            f"connection but did not answer within {self.timeout_s:g} s ({timed_out} times). Is it "
+                            "overloaded or stuck? Raise the limit with --metric-option green.timeout_s=SECONDS if "
+                            "its replies are just slow. Replies received so far are cached; rerun to resume.")
+                        raise JudgeError(self._given_up)
             except json.JSONDecodeError as exc:
                 raise JudgeError(f"judge server {url} did not answer JSON ({exc}); is it an OpenAI-compatible "
                                  "server?") from None
@@ -145,26 +182,47 @@ class OpenAIJudge(JudgeBackend):
         return text or ""
 
     def generate(self, prompts: Sequence[str], settings: GenerationSettings) -> Iterator[tuple[int, str]]:
-        executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="judge")
-        failed = False
+        # Daemon threads rather than a ThreadPoolExecutor: the interpreter joins executor
+        # threads at exit, so a failed run would wait for every request still in flight.
+        todo: queue.Queue[int] = queue.Queue()
+        for index in range(len(prompts)):
+            todo.put(index)
+        results: queue.Queue[tuple[int, str | None, BaseException | None]] = queue.Queue()
+        stop = threading.Event()
+
+        def worker() -> None:
+            while not stop.is_set():
+                try:
+                    index = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    results.put((index, self._one(prompts[index], settings), None))
+                except BaseException as exc:  # handed to the caller's thread
+                    results.put((index, None, exc))
+
+        for _ in range(min(self.concurrency, len(prompts))):
+            threading.Thread(target=worker, name="judge", daemon=True).start()
         try:
-            pending: dict[Future[str], int] = {executor.submit(self._one, p, settings): i for i, p in enumerate(prompts)}
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                errors: list[BaseException] = []
-                for future in done:
-                    index = pending.pop(future)
-                    error = future.exception()
-                    if error is None:
-                        yield index, future.result()
-                    else:
-                        errors.append(error)
-                if errors:
-                    failed = True
-                    raise errors[0]
+            for _ in range(len(prompts)):
+                index, reply, error = results.get()
+                if error is not None:
+                    raise error
+                yield index, reply or ""
         finally:
-            # on failure do not wait for requests still in flight (they may take the full timeout)
-            executor.shutdown(wait=not failed, cancel_futures=True)
+            stop.set()
+
+
+def _number(value: object, name: str, kind: type, *, minimum: float) -> Any:
+    """A numeric judge option, or a JudgeError naming it (``green.timeout_s=abc``)."""
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise JudgeError(f"judge option {name}={value!r} is not a number; e.g. --metric-option "
+                         f"green.{name}=30") from None
+    if number != number or number < minimum:  # NaN or too small
+        raise JudgeError(f"judge option {name}={value!r} must be at least {minimum:g}")
+    return number
 
 
 def _error_detail(exc: urllib.error.HTTPError) -> str:

@@ -32,8 +32,10 @@ class MetricResult:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     conventions: dict[str, Any] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # family -> why it could not run
 
     def merge(self, other: "MetricResult") -> None:
+        self.skipped.update(other.skipped)
         self.corpus.update(other.corpus)
         self.per_sample.update(other.per_sample)
         self.tables.update(other.tables)
@@ -120,6 +122,7 @@ def compute_metrics(names: list[str], references: dict[str, str], hypotheses: di
                 message = f"metric {name!r} skipped: {reason}"
                 log.warning(message)
                 result.messages.append(message)
+                result.skipped[name] = reason
                 continue
             metrics.append((name, metric))
             # background work (JVMs) starts now and overlaps the families computed before it
@@ -133,6 +136,7 @@ def compute_metrics(names: list[str], references: dict[str, str], hypotheses: di
                 message = f"metric {name!r} skipped: {exc}"
                 log.warning(message)
                 result.messages.append(message)
+                result.skipped[name] = str(exc)
         for name, _ in metrics:  # merged in the order asked for
             if name in parts:
                 result.merge(parts[name])
