@@ -365,7 +365,9 @@ def load_pretraining(wiring: DataWiring, split: str, limit: int | None) -> list[
 @click.option("--svr-dataset", default=None, hidden=True)
 @click.option("--svr-data-root", default=None, hidden=True)
 @click.option("--split", default="train", show_default=True)
-@click.option("--output", required=True, type=click.Path(file_okay=False), help="Run directory (resumable).")
+# `--out` as on every other command; `--output` stays accepted for earlier scripts.
+@click.option("--out", "--output", "output", required=True, type=click.Path(file_okay=False),
+              help="Run directory (resumable).")
 @click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False, exists=True),
               help="TOML config (see boxmed_model.config).")
 @click.option("--ablation", type=click.Choice(["full", "wo_mcl_svr", "wo_svr", "wo_mcl"]), default=None,

@@ -57,17 +57,17 @@ def test_pretraining_set_without_boxes_is_refused_before_training(tmp_path: Path
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["train", "boxmedrl", "--base", "tiny", "--pretrain-dataset", "iu_xray",
                                        "--data-root", f"iu_xray={iu}", "--dataset", "demo", "--config",
-                                       str(quick_toml), "--output", str(out)])
+                                       str(quick_toml), "--out", str(out)])
     assert result.exit_code == 2 and "pretraining dataset 'iu_xray' has no finding boxes" in result.output
     assert "Nothing was trained" in result.output
     assert not (out / "tiny_base").exists() and not (out / "mcl").exists()  # refused before the base was built
     # a report-only --dataset with no --pretrain-dataset: the same refusal, naming the fix
     result = CliRunner().invoke(main, ["train", "boxmedrl", "--base", "tiny", "--dataset", "iu_xray",
-                                       "--data-root", str(iu), "--output", str(out)])
+                                       "--data-root", str(iu), "--out", str(out)])
     assert result.exit_code == 2 and "--pretrain-dataset ms_cxr --pretrain-dataset latte_cxr" in result.output
     # the old flag fails with the new spelling
     result = CliRunner().invoke(main, ["train", "boxmedrl", "--base", "tiny", "--dataset", "demo",
-                                       "--svr-dataset", "ms_cxr", "--svr-data-root", "/x", "--output", str(out)])
+                                       "--svr-dataset", "ms_cxr", "--svr-data-root", "/x", "--out", str(out)])
     assert result.exit_code != 0 and "--pretrain-dataset ms_cxr --data-root ms_cxr=/x" in result.output
 
 
