@@ -359,6 +359,11 @@ QUIRK_UPPER_NORMAL = re.compile(
     r"^" + (_GAP % 3) + r"(?:" + _COP + r")?(?:\s+(?:at|near))?(?:\s+the)?\s+(?:(?:upper|high)\s+limits?\s+(?:of\s+)?normal"
     r"|top[\s-]normal|borderline)\b")
 QUIRK_BORDERLINE_PRE = re.compile(r"\bborderline\s+(?:[\w\-]+\s+){0,1}$")
+# - "no pleural effusions or pneumothorax" leaves the pneumothorax positive (14 of 14; singular
+#   "no pleural effusion or pneumothorax": 0 of 230; "... or pneumothoraces": 0 of 61), nor is
+#   ", or focal air space consolidation" (5 of 7; "airspace" in one word: 0 of 7);
+QUIRK_PLURAL_OR_PRE = re.compile(r"\bno\s+pleural\s+effusions\s+or\s+$")
+QUIRK_AIR_SPACE_PRE = re.compile(r",\s+or\s+(?:[a-z]+\s+)?air\s+space\s+$")
 # - "the heart" with no negation or uncertainty is positive even without an abnormality word ("the
 #   heart and lungs have XXXX XXXX in the interval": positive in 42 of 42; "sternotomy wires overlie
 #   the heart"); other neutral anatomy ("heart size", "cardiomediastinal silhouette") still needs
@@ -570,6 +575,9 @@ class RuleLabeler(Labeler):
             if only_borderline and (QUIRK_UPPER_NORMAL.match(post) or QUIRK_BORDERLINE_PRE.search(pre)
                                     or (the_heart and QUIRK_THE_HEART_APPEAR.match(post))
                                     or (QUIRK_OF_NORMAL_SIZE.match(post) and QUIRK_AND_BEFORE.search(pre))):
+                return POSITIVE
+            if kind == "finding" and ((mention == "pneumothorax" and QUIRK_PLURAL_OR_PRE.search(pre))
+                                     or QUIRK_AIR_SPACE_PRE.search(pre)):
                 return POSITIVE
         cue, weak_pre = self._pre_cue(pre, pre_cues)
         if cue == "pnu" or POST_NEG_UNCERTAIN.match(post):
