@@ -27,9 +27,10 @@ the R2Gen way); ``reference_labels=dataset`` uses each study's own CheXpert labe
 
 Per-sample scores (for paired tests between runs on the same studies): per study, the
 example-based ``chexpert_example_precision`` / ``_recall`` / ``_f1`` (R2Gen binarisation: 1 is
-positive). Their means are the corpus example-based figures; the micro F1 is a corpus statistic
-with no per-sample decomposition, so a paired test on it should resample studies (randomisation
-or bootstrap) using the per-study labels written to ``chexpert_labels.csv``.
+positive). Their means are the corpus example-based figures. The micro P/R/F1 are corpus statistics:
+``chexpert_tp`` / ``chexpert_fp`` / ``chexpert_fn`` (per study, over the 14 classes, R2Gen
+binarisation) are written per sample so that ``compare --test bootstrap|randomization``
+recomputes the corpus micro value from their sums in every resample (``boxmed_eval.stats``).
 
 Tables: ``per_class`` (the paper's Table 3, R2Gen binarisation: category, accuracy, precision,
 recall, f1, support = number of references with the class positive) and ``chexpert_labels``
@@ -201,6 +202,11 @@ class CheXpertMetric(Metric):
             "chexpert_example_precision": dict(zip(ids, map(float, precision))),
             "chexpert_example_recall": dict(zip(ids, map(float, recall))),
             "chexpert_example_f1": dict(zip(ids, map(float, f1))),
+            # per-study counts over the 14 classes: `compare` recomputes the corpus micro P/R/F1
+            # from their sums in every bootstrap / randomisation resample
+            "chexpert_tp": dict(zip(ids, map(float, ((y_true == 1) & (y_pred == 1)).sum(axis=1)))),
+            "chexpert_fp": dict(zip(ids, map(float, ((y_true == 0) & (y_pred == 1)).sum(axis=1)))),
+            "chexpert_fn": dict(zip(ids, map(float, ((y_true == 1) & (y_pred == 0)).sum(axis=1)))),
         }
         result.tables = {"per_class": per_class_table(y_true, y_pred),
                          "chexpert_labels": labels_table(ids, reference_labels, predicted_labels)}
