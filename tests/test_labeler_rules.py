@@ -120,12 +120,12 @@ def _dev_set_agreement(name: str) -> tuple[dict[str, float], float, float]:
 
 
 def test_rules_agree_with_the_chexpert_labeler_on_the_development_set():
-    # 2,483 Open-i reports with the real CheXpert labeler's positives. Measured: rules 0.867 macro /
-    # 0.925 micro (rules-plus, without the labeler's quirks: 0.785 / 0.865).
+    # 2,483 Open-i reports with the real CheXpert labeler's positives. Measured: rules 0.873 macro /
+    # 0.929 micro (rules-plus, without the labeler's quirks: 0.785 / 0.865).
     per_class, macro, micro = _dev_set_agreement("rules")
     assert macro >= 0.86 and micro >= 0.92
     assert per_class["Cardiomegaly"] >= 0.90 and per_class["Support Devices"] >= 0.95
-    assert per_class["Pneumothorax"] >= 0.95
+    assert per_class["Pneumothorax"] >= 0.95 and per_class["Fracture"] >= 0.88
     _, plus_macro, plus_micro = _dev_set_agreement("rules-plus")
     assert plus_micro < micro - 0.03  # the quirks are what the agreement comes from
 

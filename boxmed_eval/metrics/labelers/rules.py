@@ -374,6 +374,9 @@ QUIRK_BORDERLINE_PRE = re.compile(r"\bborderline\s+(?:[\w\-]+\s+){0,1}$")
 #   ", or focal air space consolidation" (5 of 7; "airspace" in one word: 0 of 7);
 QUIRK_PLURAL_OR_PRE = re.compile(r"\bno\s+pleural\s+effusions\s+or\s+$")
 QUIRK_AIR_SPACE_PRE = re.compile(r",\s+or\s+(?:[a-z]+\s+)?air\s+space\s+$")
+# - "no <modifiers> rib fractures" (plural, with a modifier between) leaves the fracture positive
+#   (18 of 25 reports with "no ... displaced ... fractures"; a bare "no fractures": 0 of 8);
+QUIRK_MODIFIED_PLURAL_FRACTURES_PRE = re.compile(r"\bno\s+(?:evidence\s+of\s+)?(?:[a-z\-]+,?\s+){1,3}$")
 # - "the heart" with no negation or uncertainty is positive even without an abnormality word ("the
 #   heart and lungs have XXXX XXXX in the interval": positive in 42 of 42; "sternotomy wires overlie
 #   the heart"); other neutral anatomy ("heart size", "cardiomediastinal silhouette") still needs
@@ -590,6 +593,9 @@ class RuleLabeler(Labeler):
             if only_borderline and (QUIRK_UPPER_NORMAL.match(post) or QUIRK_BORDERLINE_PRE.search(pre)
                                     or (the_heart and QUIRK_THE_HEART_APPEAR.match(post))
                                     or (QUIRK_OF_NORMAL_SIZE.match(post) and QUIRK_AND_BEFORE.search(pre))):
+                return POSITIVE
+            if (kind == "finding" and mention == "fractures"
+                    and QUIRK_MODIFIED_PLURAL_FRACTURES_PRE.search(pre) and len(pre_cues) == 1):
                 return POSITIVE
             if kind == "finding" and ((mention == "pneumothorax" and QUIRK_PLURAL_OR_PRE.search(pre))
                                      or QUIRK_AIR_SPACE_PRE.search(pre)):
