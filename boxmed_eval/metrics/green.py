@@ -9,7 +9,7 @@ greedy decoding.
 Per-sample columns (Figure 5's seven criteria, counts of clinically significant errors):
 
 ============================  =========================================================
-``green``                     the GREEN score (NaN when the reply could not be parsed)
+``green``                     the GREEN score (NaN only with green.parse=lenient, unparseable reply)
 ``green_false_finding``       (a) false report of a finding in the candidate
 ``green_missing_finding``     (b) missing a finding present in the reference
 ``green_wrong_location``      (c) misidentification of a finding's anatomic location/position
