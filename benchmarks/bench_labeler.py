@@ -123,6 +123,48 @@ def iu_xray(labeler, data: Path) -> None:
     print(f"macro F1 {sum(f1s) / len(f1s):.3f}; micro F1 {f1_score(all_true, all_pred, zero_division=0):.3f}")
 
 
+def read_dev_set(data: Path) -> tuple[list[str], list[set[str]]]:
+    """The 2,483 Open-i reports with the positives the CheXpert labeler gave (MedViLL's Train.jsonl)."""
+    path = data / "chexpert_samples" / "chexpert_labeler_openi_train_positives.jsonl"
+    if not path.exists():
+        return [], []
+    texts, positives = [], []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        texts.append(row["text"])
+        # the label field is a quoted, comma-separated list: "'Cardiomegaly', 'Edema'" or ""
+        positives.append({part.strip().strip("'\"") for part in row["label"].split(",") if part.strip().strip("'\"")})
+    return texts, positives
+
+
+def positive_agreement(reference: list[set[str]], ours: list[dict[str, int | None]]) -> tuple[dict, float, float]:
+    """Per-class positive F1 (ours == 1 against the reference positives), macro and micro F1."""
+    per_class: dict[str, tuple[int, int, int]] = {}
+    for name in CHEXPERT_CLASSES:
+        tp = sum(1 for ref, o in zip(reference, ours) if name in ref and o[name] == 1)
+        fp = sum(1 for ref, o in zip(reference, ours) if name not in ref and o[name] == 1)
+        fn = sum(1 for ref, o in zip(reference, ours) if name in ref and o[name] != 1)
+        per_class[name] = (tp, fp, fn)
+    f1 = {n: (2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")) for n, (tp, fp, fn) in per_class.items()}
+    present = [v for n, v in f1.items() if per_class[n][0] + per_class[n][2] > 0]
+    tp, fp, fn = (sum(c[k] for c in per_class.values()) for k in range(3))
+    return {n: (per_class[n], f1[n]) for n in per_class}, sum(present) / len(present), 2 * tp / (2 * tp + fp + fn)
+
+
+def dev_set(labeler, data: Path) -> None:
+    texts, reference = read_dev_set(data)
+    if not texts:
+        print("\ndevelopment set: skipped (chexpert_labeler_openi_train_positives.jsonl not found)")
+        return
+    ours = labeler.label(texts)
+    table, macro, micro = positive_agreement(reference, ours)
+    print(f"\ndevelopment set: {len(texts)} Open-i reports, reference = the CheXpert labeler's positives")
+    print(f"{'observation':28s} {'ref pos':>7s} {'our pos':>7s} {'F1(pos)':>7s}")
+    for name, ((tp, fp, fn), f1) in table.items():
+        print(f"{name:28s} {tp + fn:7d} {tp + fp:7d} {f1:7.3f}")
+    print(f"positive macro F1 {macro:.3f} (classes with a reference positive); positive micro F1 {micro:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--labeler", default="rules")
@@ -132,6 +174,7 @@ def main() -> None:
     labeler = get_labeler(args.labeler)
     speed(labeler, args.data, args.repeat)
     eval_set(labeler, args.data)
+    dev_set(labeler, args.data)
     iu_xray(labeler, args.data)
 
 

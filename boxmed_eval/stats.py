@@ -251,6 +251,34 @@ def bleu_statistic(n: int, *, max_n: int = 4) -> CorpusStatistic:
     return CorpusStatistic(f"bleu_{n} (corpus, recomputed from n-gram counts)", aggregate)
 
 
+CE_COUNT_COLUMNS = ("chexpert_tp", "chexpert_fp", "chexpert_fn")
+"""Per-study counts over the 14 classes (R2Gen binarisation) that the chexpert metric writes:
+the corpus micro P/R/F1 are recomputed from their sums in every resample."""
+
+
+def ce_micro_statistic(metric: str) -> CorpusStatistic:
+    """Corpus micro precision / recall / F1 (sklearn, zero_division=0) from rows ``[tp, fp, fn]``."""
+    kind = metric.rsplit("_", 1)[-1]
+
+    def aggregate(rows: np.ndarray) -> float:
+        tp, fp, fn = rows.sum(axis=0)
+        if kind == "precision":
+            return float(tp / (tp + fp)) if tp + fp else 0.0
+        if kind == "recall":
+            return float(tp / (tp + fn)) if tp + fn else 0.0
+        return float(2 * tp / (2 * tp + fp + fn)) if tp else 0.0
+
+    return CorpusStatistic(f"{metric} (corpus micro, recomputed from per-study TP/FP/FN)", aggregate)
+
+
+def _ce_count_rows(run: "RunData", ids: Sequence[str]) -> np.ndarray | None:
+    scores = run.scores
+    if scores is None or not all(c in scores.columns for c in CE_COUNT_COLUMNS):
+        return None
+    rows = scores.loc[list(ids), list(CE_COUNT_COLUMNS)].to_numpy(dtype=float)
+    return None if np.isnan(rows).any() else rows
+
+
 # ---------------------------------------------------------------------------- bootstrap
 
 
@@ -506,6 +534,7 @@ def compare_runs(base: "RunData", others: Sequence["RunData"], *, metrics: Seque
     base_label = labels[0]
     bleu_rows = _bleu_rows(all_runs, labels, metrics, references, notes) if test != "wilcoxon" else {}
     proxy_notes: set[str] = set()
+    ce_notes: set[str] = set()
     missing_notes: set[str] = set()
     for label, run in zip(labels[1:], others):
         for metric in metrics:
@@ -524,6 +553,13 @@ def compare_runs(base: "RunData", others: Sequence["RunData"], *, metrics: Seque
                 order = [index[study] for study in paired.ids]
                 statistic = bleu_statistic(int(metric.split("_")[1]))
                 a, b = bleu_rows[base_label][metric][order], bleu_rows[label][metric][order]
+            elif metric in PER_SAMPLE_PROXIES and test != "wilcoxon":
+                rows_a, rows_b = _ce_count_rows(base, paired.ids), _ce_count_rows(run, paired.ids)
+                if rows_a is not None and rows_b is not None:
+                    statistic, a, b = ce_micro_statistic(metric), rows_a, rows_b
+                    ce_notes.add(f"{metric_label_plain(metric)}: corpus micro value recomputed from per-study "
+                                 "TP/FP/FN in every resample")
+                    proxy_notes.discard(f"{metric_label_plain(metric)}: tested on per-sample {column}")
             if test == "wilcoxon":
                 entry.result = wilcoxon_test(paired.base, paired.other, alternative=alternative,
                                              zero_method=zero_method)
@@ -543,7 +579,7 @@ def compare_runs(base: "RunData", others: Sequence["RunData"], *, metrics: Seque
             adjusted = correct([e.p_value if e.p_value is not None else math.nan for e in own], correction)
             for entry, p in zip(own, adjusted):
                 entry.p_adjusted = p
-    notes += sorted(f"{n}." for n in proxy_notes)
+    notes += sorted(f"{n}." for n in proxy_notes | ce_notes)
     if missing_notes:
         notes.append("No per-sample scores (no test) for: " + ", ".join(sorted(missing_notes)) + ".")
     return RunComparison(base_label, labels[1:], metrics, values, entries, test, alternative, zero_method,

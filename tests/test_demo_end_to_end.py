@@ -16,7 +16,7 @@ def test_demo_run_writes_every_offline_metric(tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     for name in ("bleu_1", "bleu_4", "rouge_l", "cider", "chexpert_f1", "chexpert_macro_f1", "chexpert_example_f1",
-                 "chexbert_5_micro_f1", "grounding_miou", "grounding_acc_0.5"):
+                 "rrg_5_micro_f1", "grounding_miou", "grounding_acc_0.5"):
         assert name in summary, name
     assert summary["conventions"]["nlg_preprocessing"] if "nlg_preprocessing" in summary["conventions"] else True
     per_class = pd.read_csv(out / "per_class.csv")

@@ -63,6 +63,10 @@ def test_string_numbers_and_missing_sub_scores():
     ('output: {"weighted_final_score": 0.5, "completeness_score": ', "parse JSON"),
     ("output: " + json.dumps({"completeness_score": 0.5}), "weighted_final_score"),
     ("output: [1, 2]", "'{'"),
+    # a percentage is refused, not read as 47.0 (off the 0-1 scale) nor silently divided by 100
+    ("output: " + gema_json("47%"), "percentage"),
+    ("output: " + gema_json(47), "outside its 0-1 scale"),
+    ("output: " + gema_json(-0.1), "outside its 0-1 scale"),
 ])
 def test_unparseable_replies(reply, problem):
     row, why = parse_gema_reply(reply)
@@ -116,3 +120,20 @@ def test_registered_not_default_and_unavailable_offline(monkeypatch, tmp_path):
     assert METRICS.get("gema") is GemaMetric and not GemaMetric.default
     ok, reason = GemaMetric().available()
     assert not ok and "GEMA-Score-distilled-Xray-Qwen" in reason and "--judge gema=" in reason
+
+
+def test_server_judge_uses_the_completions_endpoint_by_default(monkeypatch):
+    from boxmed_eval.judges import metric as judged
+
+    built: list[dict] = []
+
+    def fake_make_backend(self):
+        built.append(dict(self.options))
+        return CannedJudge({}, [])
+
+    monkeypatch.setattr(judged.JudgedMetric, "make_backend", fake_make_backend)
+    GemaMetric(judge="http://127.0.0.1:9/v1").make_backend()
+    GemaMetric(judge="http://127.0.0.1:9/v1", judge_api="chat").make_backend()
+    assert built[0]["judge_api"] == "completions"  # gemascore applies no chat template
+    assert built[1]["judge_api"] == "chat"
+    assert GemaMetric(judge="canned/gema").conventions()["gema_judge_api"] == "completions"

@@ -106,7 +106,7 @@ def test_green_through_hf_backend_end_to_end(tiny_model_dir, tmp_path, monkeypat
     refs = {f"s{i}": f"Reference {i}: heart size normal, no effusion." for i in range(5)}
     hyps = {f"s{i}": f"Candidate {i}: " + "mild cardiomegaly " * i for i in range(5)}
     run_dir = tmp_path / "run"
-    metric = GreenMetric(judge=str(tiny_model_dir), cache_dir=str(run_dir), batch_size=2, max_new_tokens=4,
+    metric = GreenMetric(judge=str(tiny_model_dir), cache_dir=str(run_dir), batch_size=2, max_new_tokens=4, parse="lenient",
                          device="cpu")
     assert metric.available() == (True, "")
     result = compute_metrics(["green"], refs, hyps, options={"green": metric.options})
@@ -257,7 +257,7 @@ def test_openai_backend_green_end_to_end_concurrent_and_cached(tmp_path):
     refs = {f"s{i}": "Reference report." for i in range(8)} | {"sg": "Reference report."}
     hyps = {f"s{i}": f"CAND-{i}" for i in range(8)} | {"sg": "CAND-garbage"}
     with FakeServer(replies, delay_s=0.2) as server:
-        options = {"judge": server.url, "cache_dir": str(tmp_path), "concurrency": 4, "dataset": "iu_xray"}
+        options = {"judge": server.url, "cache_dir": str(tmp_path), "concurrency": 4, "dataset": "iu_xray", "parse": "lenient"}
         start = time.perf_counter()
         result = compute_metrics(["green"], refs, hyps, options={"green": options})
         elapsed = time.perf_counter() - start

@@ -11,6 +11,7 @@ from boxmed_eval.metrics.labelers import LABELERS, get_labeler
 from boxmed_eval.metrics.labelers.agreement import agreement, read_eval_set
 from boxmed_eval.metrics.labelers.rules import RuleLabeler
 from boxmed_eval.records import CHEXPERT_CLASSES
+from tests.conftest import shared_data
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL_SET = ROOT / "benchmarks" / "labeler_eval_set.jsonl"
@@ -104,3 +105,37 @@ def test_empty_and_whitespace_reports_are_blank(labeler: RuleLabeler) -> None:
 def test_newlines_do_not_break_sentences_but_blank_lines_do(labeler: RuleLabeler) -> None:
     only(labeler.label_one("No pleural\neffusion."), PE=0, NF=1)
     only(labeler.label_one("No pneumothorax\n\nsmall effusion"), PX=0, PE=1)
+
+
+def _dev_set_agreement(name: str) -> tuple[dict[str, float], float, float]:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_labeler import positive_agreement, read_dev_set
+
+    data = shared_data("chexpert_samples", "chexpert_labeler_openi_train_positives.jsonl").parents[1]
+    texts, reference = read_dev_set(data)
+    table, macro, micro = positive_agreement(reference, get_labeler(name).label(texts))
+    return {c: f1 for c, (_, f1) in table.items()}, macro, micro
+
+
+def test_rules_agree_with_the_chexpert_labeler_on_the_development_set():
+    # 2,483 Open-i reports with the real CheXpert labeler's positives. Measured: rules 0.873 macro /
+    # 0.929 micro (rules-plus, without the labeler's quirks: 0.785 / 0.865).
+    per_class, macro, micro = _dev_set_agreement("rules")
+    assert macro >= 0.86 and micro >= 0.92
+    assert per_class["Cardiomegaly"] >= 0.90 and per_class["Support Devices"] >= 0.95
+    assert per_class["Pneumothorax"] >= 0.95 and per_class["Fracture"] >= 0.88
+    _, plus_macro, plus_micro = _dev_set_agreement("rules-plus")
+    assert plus_micro < micro - 0.03  # the quirks are what the agreement comes from
+
+
+def test_rules_plus_is_registered_and_named_in_the_conventions():
+    assert get_labeler("rules-plus").describe()["labeler"] == "rules-plus"
+    assert get_labeler("rules").describe() == {"labeler": "rules", "labeler_version": "2"}
+    # the CheXpert labeler's quirks: "the heart" is a mention, "upper limits of normal" no negation
+    assert get_labeler("rules").label(["The heart and lungs have XXXX XXXX in the interval."])[0]["Cardiomegaly"] == 1
+    assert get_labeler("rules-plus").label(["The heart and lungs have XXXX XXXX in the interval."])[0]["Cardiomegaly"] is None
+    assert get_labeler("rules").label(["Heart size is upper limits of normal."])[0]["Cardiomegaly"] == 1
+    assert get_labeler("rules-plus").label(["Heart size is upper limits of normal."])[0]["Cardiomegaly"] == 0
+    assert get_labeler("rules").label(["Mild degenerative endplate changes."])[0]["Support Devices"] == 1

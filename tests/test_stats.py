@@ -257,3 +257,51 @@ def test_compare_runs_recomputes_corpus_bleu_with_references(tmp_path: Path) -> 
     fallback = compare_runs(a, [b], metrics=["bleu_4"], test="bootstrap", n_resamples=50)
     assert fallback.entries[("b", "bleu_4")].bootstrap.statistic == MEAN.name
     assert any("pass references" in note for note in fallback.notes)
+
+
+def test_bootstrap_and_randomisation_recompute_the_corpus_chexpert_micro_f1(tmp_path: Path) -> None:
+    from sklearn.metrics import f1_score
+
+    from boxmed_eval.metrics.chexpert import ce_scores
+    from boxmed_eval.records import CHEXPERT_CLASSES
+    from boxmed_eval.stats import RADEVAL_SEED
+    from tests.rundir_fixtures import write_run
+
+    rng = np.random.default_rng(3)
+    n = 25
+    y_true = rng.random((n, 14)) < 0.3
+    runs = {}
+    for name, noise in (("base", 0.25), ("other", 0.1)):
+        y_pred = np.where(rng.random((n, 14)) < noise, ~y_true, y_true)
+        refs = [{c: int(v) for c, v in zip(CHEXPERT_CLASSES, row)} for row in y_true]
+        hyps = [{c: int(v) for c, v in zip(CHEXPERT_CLASSES, row)} for row in y_pred]
+        ids = [f"s{i}" for i in range(n)]
+        scores = pd.DataFrame({"id": ids, "chexpert_example_f1": rng.random(n),
+                               "chexpert_tp": (y_true & y_pred).sum(axis=1), "chexpert_fp": (~y_true & y_pred).sum(axis=1),
+                               "chexpert_fn": (y_true & ~y_pred).sum(axis=1)})
+        summary = {"chexpert_f1": ce_scores(refs, hyps)["chexpert_f1"]}
+        assert summary["chexpert_f1"] == pytest.approx(f1_score(y_true, y_pred, average="micro", zero_division=0))
+        runs[name] = (write_run(tmp_path / name, scores=scores, summary=summary), y_pred)
+
+    base, other = load_run(runs["base"][0]), load_run(runs["other"][0])
+    comparison = compare_runs(base, [other], metrics=["chexpert_f1"], test="bootstrap", n_resamples=200)
+    entry = comparison.entries[("other", "chexpert_f1")]
+    # brute force: the same study draws (over the ids in sorted order, as the pairing orders them),
+    # sklearn's micro F1 on the resampled label matrices
+    order = sorted(range(n), key=lambda i: f"s{i}")
+    y_true = y_true[order]
+    runs = {k: (path, y_pred[order]) for k, (path, y_pred) in runs.items()}
+    draw = np.random.default_rng(RADEVAL_SEED)
+    brute_base, brute_other = [], []
+    for _ in range(200):
+        index = draw.integers(0, n, size=n)
+        brute_base.append(f1_score(y_true[index], runs["base"][1][index], average="micro", zero_division=0))
+        brute_other.append(f1_score(y_true[index], runs["other"][1][index], average="micro", zero_division=0))
+    assert entry.bootstrap.base == pytest.approx(base.summary["chexpert_f1"])
+    assert entry.bootstrap.base_ci == pytest.approx(tuple(np.percentile(brute_base, [2.5, 97.5])))
+    assert entry.bootstrap.other_ci == pytest.approx(tuple(np.percentile(brute_other, [2.5, 97.5])))
+    assert entry.bootstrap.delta_ci == pytest.approx(
+        tuple(np.percentile(np.array(brute_other) - np.array(brute_base), [2.5, 97.5])))
+    assert any("TP/FP/FN" in note for note in comparison.notes)
+    randomised = compare_runs(base, [other], metrics=["chexpert_f1"], test="randomization", trials=200)
+    assert randomised.entries[("other", "chexpert_f1")].result.p_value is not None

@@ -13,11 +13,13 @@ Conventions (each has its own names; a table must say which it reports):
 - ``chexpert_example_precision`` / ``_recall`` / ``_f1``: PromptMRG's example-based scores:
   positives only, precision/recall/F1 computed per report over its 14 labels, then averaged over
   reports; 0/0 counts as 0 (so a report pair with no positive on either side scores 0).
-- ``chexbert_14_micro_f1`` / ``chexbert_14_macro_f1`` / ``chexbert_5_micro_f1`` /
-  ``chexbert_5_macro_f1``: f1chexbert / RadEval "rrg" convention: uncertain counts as positive
-  (1 or -1 -> 1); micro/macro F1 over the 14 classes, and over the 5 classes Cardiomegaly,
-  Edema, Consolidation, Atelectasis, Pleural Effusion. The names keep f1chexbert's even when
-  the labeler is ``rules``; the labeler used is recorded in the conventions.
+- ``rrg_14_micro_f1`` / ``rrg_14_macro_f1`` / ``rrg_5_micro_f1`` / ``rrg_5_macro_f1``:
+  f1chexbert / RadEval "rrg" convention: uncertain counts as positive (1 or -1 -> 1); micro/macro
+  F1 over the 14 classes, and over the 5 classes Cardiomegaly, Edema, Consolidation, Atelectasis,
+  Pleural Effusion. With ``labeler=chexbert`` the same numbers are also written under
+  f1chexbert's own names ``chexbert_14_micro_f1`` ... ``chexbert_5_macro_f1``; with another
+  labeler those names are *not* written, so that no number claims CheXbert when it did not run.
+  ``chexpert_labeler`` and one convention entry per name are recorded in the conventions.
 
 References are labelled by the same labeler from their text (option ``reference_labels=labeler``,
 the R2Gen way); ``reference_labels=dataset`` uses each study's own CheXpert labels instead
@@ -25,9 +27,10 @@ the R2Gen way); ``reference_labels=dataset`` uses each study's own CheXpert labe
 
 Per-sample scores (for paired tests between runs on the same studies): per study, the
 example-based ``chexpert_example_precision`` / ``_recall`` / ``_f1`` (R2Gen binarisation: 1 is
-positive). Their means are the corpus example-based figures; the micro F1 is a corpus statistic
-with no per-sample decomposition, so a paired test on it should resample studies (randomisation
-or bootstrap) using the per-study labels written to ``chexpert_labels.csv``.
+positive). Their means are the corpus example-based figures. The micro P/R/F1 are corpus statistics:
+``chexpert_tp`` / ``chexpert_fp`` / ``chexpert_fn`` (per study, over the 14 classes, R2Gen
+binarisation) are written per sample so that ``compare --test bootstrap|randomization``
+recomputes the corpus micro value from their sums in every resample (``boxmed_eval.stats``).
 
 Tables: ``per_class`` (the paper's Table 3, R2Gen binarisation: category, accuracy, precision,
 recall, f1, support = number of references with the class positive) and ``chexpert_labels``
@@ -107,8 +110,12 @@ def per_class_table(y_true: np.ndarray, y_pred: np.ndarray, classes: tuple[str, 
     return pd.DataFrame(rows, columns=["category", "accuracy", "precision", "recall", "f1", "support"])
 
 
-def ce_scores(reference_labels: list[Labels], predicted_labels: list[Labels]) -> dict[str, float]:
-    """Every corpus CE figure (see the module docstring) from two lists of label dicts."""
+def ce_scores(reference_labels: list[Labels], predicted_labels: list[Labels], *,
+              labeler: str = "rules") -> dict[str, float]:
+    """Every corpus CE figure (see the module docstring) from two lists of label dicts.
+
+    ``labeler`` names the labeler that made the labels: only ``chexbert`` adds the ``chexbert_*``
+    names."""
     scores: dict[str, float] = {}
     y_true = binarize(reference_labels, uncertain_positive=False)
     y_pred = binarize(predicted_labels, uncertain_positive=False)
@@ -123,7 +130,9 @@ def ce_scores(reference_labels: list[Labels], predicted_labels: list[Labels]) ->
         rrg_true = binarize(reference_labels, uncertain_positive=True, classes=classes)
         rrg_pred = binarize(predicted_labels, uncertain_positive=True, classes=classes)
         for average in ("micro", "macro"):
-            scores[f"chexbert_{tag}_{average}_f1"] = precision_recall_f1(rrg_true, rrg_pred, average)[2]
+            scores[f"rrg_{tag}_{average}_f1"] = precision_recall_f1(rrg_true, rrg_pred, average)[2]
+            if labeler == "chexbert":
+                scores[f"chexbert_{tag}_{average}_f1"] = scores[f"rrg_{tag}_{average}_f1"]
     return scores
 
 
@@ -154,8 +163,8 @@ class CheXpertMetric(Metric):
         "chexpert_precision", "chexpert_recall", "chexpert_f1",
         "chexpert_macro_precision", "chexpert_macro_recall", "chexpert_macro_f1",
         "chexpert_example_precision", "chexpert_example_recall", "chexpert_example_f1",
-        "chexbert_14_micro_f1", "chexbert_14_macro_f1", "chexbert_5_micro_f1", "chexbert_5_macro_f1",
-    )
+        "rrg_14_micro_f1", "rrg_14_macro_f1", "rrg_5_micro_f1", "rrg_5_macro_f1",
+    )  # + chexbert_14_micro_f1 ... chexbert_5_macro_f1 with labeler=chexbert only
 
     def __init__(self, labeler: str = "rules", reference_labels: str = "labeler", **options: Any) -> None:
         super().__init__(labeler=labeler, reference_labels=reference_labels, **options)
@@ -183,7 +192,9 @@ class CheXpertMetric(Metric):
             labels = label_unique(labeler, [references[i] for i in ids] + [hypotheses[i] for i in ids])
             reference_labels, predicted_labels = labels[:len(ids)], labels[len(ids):]
         result = MetricResult()
-        result.corpus = ce_scores(reference_labels, predicted_labels)
+        described = labeler.describe()
+        labeler_name = str(described.get("labeler", self.labeler_name))
+        result.corpus = ce_scores(reference_labels, predicted_labels, labeler=labeler_name)
         y_true = binarize(reference_labels, uncertain_positive=False)
         y_pred = binarize(predicted_labels, uncertain_positive=False)
         precision, recall, f1 = example_based(y_true, y_pred)
@@ -191,19 +202,27 @@ class CheXpertMetric(Metric):
             "chexpert_example_precision": dict(zip(ids, map(float, precision))),
             "chexpert_example_recall": dict(zip(ids, map(float, recall))),
             "chexpert_example_f1": dict(zip(ids, map(float, f1))),
+            # per-study counts over the 14 classes: `compare` recomputes the corpus micro P/R/F1
+            # from their sums in every bootstrap / randomisation resample
+            "chexpert_tp": dict(zip(ids, map(float, ((y_true == 1) & (y_pred == 1)).sum(axis=1)))),
+            "chexpert_fp": dict(zip(ids, map(float, ((y_true == 0) & (y_pred == 1)).sum(axis=1)))),
+            "chexpert_fn": dict(zip(ids, map(float, ((y_true == 1) & (y_pred == 0)).sum(axis=1)))),
         }
         result.tables = {"per_class": per_class_table(y_true, y_pred),
                          "chexpert_labels": labels_table(ids, reference_labels, predicted_labels)}
-        described = labeler.describe()
         result.conventions = {
-            "chexpert_labeler": described.get("labeler", self.labeler_name),
+            "chexpert_labeler": labeler_name,
             **{f"chexpert_{k}": v for k, v in described.items() if k != "labeler"},
             "chexpert_reference_labels": ("reference reports labelled by the same labeler" if self.reference_labels == "labeler"
                                           else "the dataset's CheXpert labels of each study"),
             "chexpert_f1": "R2Gen: positive = 1 (uncertain, negative, blank = 0); sklearn micro over 14 classes",
             "chexpert_macro_f1": "R2Gen binarisation; sklearn macro over 14 classes",
             "chexpert_example_f1": "PromptMRG: positives only, per report over 14 labels, averaged; 0/0 = 0",
-            "chexbert_f1": "f1chexbert rrg: uncertain = positive; micro/macro over 14 and over 5 classes",
+            "rrg_f1": (f"f1chexbert rrg: uncertain = positive; micro/macro over 14 and over 5 classes; "
+                       f"labels by {labeler_name}"),
+            **({"chexbert_f1": "the rrg_* numbers under f1chexbert's names (labels by CheXbert)"}
+               if labeler_name == "chexbert" else {}),
+            "chexpert_ce_labeler": f"every chexpert_* and rrg_* number: labels by {labeler_name}",
             "chexpert_per_sample": "chexpert_example_precision/recall/f1 per study (R2Gen binarisation)",
         }
         return result

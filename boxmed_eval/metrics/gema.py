@@ -48,16 +48,23 @@ GEMA_FIELDS: dict[str, str] = {
 
 
 def _number(value: Any) -> float:
+    """A JSON number, or a string holding one; a percentage ("47%") is *refused* (NaN): its scale
+    is not the 0-1 of weighted_final_score, and guessing (/100) would hide a judge gone off-format."""
     if isinstance(value, bool):
         return math.nan
     if isinstance(value, (int, float)):
         return float(value)
     if isinstance(value, str):
+        if value.strip().endswith("%"):
+            return math.nan
         try:
-            return float(value.strip().rstrip("%"))
+            return float(value.strip())
         except ValueError:
             return math.nan
     return math.nan
+
+
+GEMA_SCORE_RANGE = (0.0, 1.0)  # weighted_final_score's scale; a value outside is refused
 
 
 def build_gema_prompt(reference: str, candidate: str) -> str:
@@ -84,7 +91,13 @@ def parse_gema_reply(reply: str) -> tuple[dict[str, float], str]:
         return nan_row, "the JSON after `output:` is not an object"
     row = {column: _number(data.get(key)) for column, key in GEMA_FIELDS.items()}
     if math.isnan(row["gema_score"]):
+        raw = data.get("weighted_final_score")
+        if isinstance(raw, str) and raw.strip().endswith("%"):
+            return nan_row, f"weighted_final_score is a percentage ({raw!r}), not a 0-1 score"
         return nan_row, "no numeric weighted_final_score in the JSON"
+    low, high = GEMA_SCORE_RANGE
+    if not low <= row["gema_score"] <= high:
+        return nan_row, f"weighted_final_score {row['gema_score']!r} is outside its 0-1 scale"
     return row, ""
 
 
@@ -114,6 +127,17 @@ class GemaMetric(JudgedMetric):
         if not found:
             return False, "needs the gemascore package: pip install 'gemascore>=0.1.1' (or pip install -e '.[judges]')"
         return super().available()
+
+    def make_backend(self):  # type: ignore[override]
+        # gemascore feeds the raw prompt (no chat template): on a server, the completions endpoint
+        # by default so that the server's chat template is not applied (judge_api=chat to override)
+        if not self.options.get("judge_api"):
+            self.options = {**self.options, "judge_api": "completions"}
+        return super().make_backend()
+
+    def conventions(self) -> dict[str, Any]:
+        return {**super().conventions(), "gema_judge_api": self.options.get("judge_api") or "completions",
+                "gema_score_rule": "weighted_final_score as given; a percentage or a value outside 0-1 is NaN (counted)"}
 
     def compute(self, references: dict[str, str], hypotheses: dict[str, str], *,
                 studies: dict[str, Study] | None = None,
