@@ -214,8 +214,8 @@ def test_grounding_warmup_rows_teach_the_rewarded_answer(studies: list[Study]) -
     from boxmed_model import data as stage_data
     from boxmed_model.rewards import format_reward_one, iou_reward_one
 
-    svr = stage_data.svr_rows(studies)
-    warm = stage_data.grounding_warmup_rows(studies)
+    svr = stage_data.materialize(stage_data.svr_rows(studies))
+    warm = stage_data.materialize(stage_data.grounding_warmup_rows(studies))
     assert len(warm) == len(svr) and set(warm[0]) == {"id", "prompt", "completion", "images"}
     for row, query in zip(warm, svr):
         assert row["prompt"] == query["prompt"]
