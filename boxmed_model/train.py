@@ -150,6 +150,11 @@ def summarise_history(stage: str, history: list[dict[str, Any]]) -> dict[str, An
     if values:
         summary[f"first_{key}"] = float(values[0])
         summary[f"last_{key}"] = float(values[-1])
+    if stage == "svr":  # R_IoU's within-group spread: 0 means SVR had no IoU signal (rewards.iou_reward)
+        stds = [row["iou_group_std"] for row in history if "iou_group_std" in row]
+        if stds:
+            summary["first_iou_group_std"] = float(stds[0])
+            summary["last_iou_group_std"] = float(stds[-1])
     for row in history:
         if "train_runtime" in row:
             summary["train_runtime_s"] = float(row["train_runtime"])

@@ -26,7 +26,7 @@ def _moved_fraction(before: dict[str, torch.Tensor], after: dict[str, torch.Tens
     """Share of the language model's weight elements that changed."""
     changed = total = 0
     for name, tensor in before.items():
-        if "language_model" not in name or "layers" not in name:
+        if "visual" in name or ".layers." not in name:  # the language model's decoder layers
             continue
         changed += int((after[name].float() != tensor.float()).sum())
         total += tensor.numel()
@@ -59,7 +59,8 @@ def test_bf16_autocast_moves_fp32_master_weights_at_lr_1e_6(tmp_path: Path) -> N
     trainer = SFTTrainer(model=model, args=args, processing_class=load_processor(base),
                          train_dataset=stage_data.to_dataset(stage_data.mcl_rows(studies), cfg.image_scale))
     trainer.train()
-    bf16_after = {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}
+    trainer.save_model(str(tmp_path / "bf16" / "final"))
+    bf16_after = _state(tmp_path / "bf16" / "final")
     bf16_before = {k: v.to(torch.bfloat16) for k, v in before.items()}
     bf16_moved = _moved_fraction(bf16_before, bf16_after)
 
