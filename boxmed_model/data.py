@@ -23,8 +23,8 @@ Rows once read are TRL's conversational prompt-completion format, with the image
   format (``prompt`` = SVR prompt of the chain's finding, ``completion`` =
   ``<think>chain</think><answer>(x1,y1),(x2,y2)</answer>``, Qwen2-VL 0..1000 corners): the
   box R_IoU reads is where an MCL model learnt to put it, so SVR has reward signal from its
-  first step. With ``grounding_warmup`` (a demo choice): also such rows for other studies'
-  SVR queries (:func:`grounding_warmup_rows`).
+  first step. With ``grounding_warmup`` (a demo choice): also such rows for the SVR studies'
+  queries when SVR trains on other studies than MCL (:func:`grounding_warmup_rows`).
 * SVR: one row per (study, phrase): ``prompt`` = SVR prompt of the phrase, ``image``,
   ``solution`` = the phrase's ground-truth boxes as 0..1000 corner lists.
 * Adapter: ``prompt`` = report prompt, ``completion`` = findings text.

@@ -87,6 +87,7 @@ def test_all_stages_run_and_write_the_manifest(trained: Path, base: str) -> None
     svr_history = json.loads((trained / "svr" / "log_history.json").read_text())
     logged = next(row for row in svr_history if "reward" in row)
     assert "rewards/iou_reward/mean" in logged and "rewards/format_reward/mean" in logged
+    assert "iou_group_std" in logged and "first_iou_group_std" in manifest["stages"]["svr"]["summary"]
     # MCL trains the whole model (Eq. 1): language and vision weights both move
     before, after = _state(base), _state(trained / "mcl" / "final")
     changed = {k for k in before if not torch.equal(before[k], after[k])}
