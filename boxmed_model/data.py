@@ -129,14 +129,15 @@ def mcl_rows(studies: list[Study], scale: float = 0.25) -> list[dict[str, Any]]:
         path = _first_image(study)
         rows.append(_row(study.id, "mcl", path, study.findings,
                          json.dumps([b.to_dict() for b in study.boxes if b.image_index == 0])))
-        if not any(b.image_index == 0 for b in study.boxes):
+        if not any(b.image_index == 0 and (b.phrase or b.category) for b in study.boxes):
             continue
-        for chain in cot.build_chains(_scaled_study(study, None, scale)):
-            if not chain.boxes:
-                continue
-            think = cot.Chain(chain.finding, chain.diseases, chain.regions).render()  # the chain without its box
-            rows.append(_row(study.id, "ground", path, chain.finding, json.dumps(think),
-                             json.dumps([list(b) for b in chain.boxes])))
+        # Prompts are exactly SVR's (one per phrase, svr_queries); the think is the phrase's chain.
+        chains = cot.build_chains(_scaled_study(study, None, scale))
+        for sid, image, phrase, solution in svr_queries([study], scale):
+            chain = next((c for c in chains if list(solution[0]) in [list(b) for b in c.boxes]), None)
+            think = (cot.Chain(chain.finding, chain.diseases, chain.regions).render()  # without its box
+                     if chain is not None else None)
+            rows.append(_row(sid, "ground", image, phrase, json.dumps(think), json.dumps(solution)))
     return rows
 
 
