@@ -64,5 +64,6 @@ def test_bf16_autocast_moves_fp32_master_weights_at_lr_1e_6(tmp_path: Path) -> N
     bf16_before = {k: v.to(torch.bfloat16) for k, v in before.items()}
     bf16_moved = _moved_fraction(bf16_before, bf16_after)
 
+    print(f"moved at lr 1e-6: fp32 master {fp32_moved:.3f}, bf16 params {bf16_moved:.3f}")
     assert fp32_moved > 0.5, f"fp32 master weights barely moved: {fp32_moved:.3f}"
     assert bf16_moved < fp32_moved / 2, (fp32_moved, bf16_moved)
