@@ -133,8 +133,34 @@ def completion_text(completion: Any) -> str:
 
 def iou_reward(completions: list[Any], solution: list[Any], **kwargs: Any) -> list[float]:
     """TRL reward function: R_IoU per completion; ``solution`` is the dataset column with
-    the ground-truth boxes of each prompt (a list of 0..1000 corner lists)."""
-    return [iou_reward_one(completion_text(c), s) for c, s in zip(completions, solution, strict=True)]
+    the ground-truth boxes of each prompt (a list of 0..1000 corner lists).
+
+    Also logs (TRL's ``log_metric``) ``iou_group_std``, the mean over GRPO groups of R_IoU's
+    standard deviation within a group, and ``iou_flat_groups``, the share of groups whose
+    R_IoU is the same in every sample: GRPO's advantage is reward minus the group mean, so
+    a group std of 0 means R_IoU gives SVR no learning signal (e.g. no sample has a box)."""
+    rewards = [iou_reward_one(completion_text(c), s) for c, s in zip(completions, solution, strict=True)]
+    log_metric = kwargs.get("log_metric")
+    if callable(log_metric) and rewards:
+        stds = group_stds(rewards, [repr((p, s)) for p, s in zip(kwargs.get("phrase") or [None] * len(rewards),
+                                                                   solution, strict=True)])
+        log_metric("iou_group_std", sum(stds) / len(stds))
+        log_metric("iou_flat_groups", sum(std == 0.0 for std in stds) / len(stds))
+    return rewards
+
+
+def group_stds(rewards: Sequence[float], keys: Sequence[str]) -> list[float]:
+    """Population std of ``rewards`` over each run of consecutive equal ``keys`` (TRL puts a
+    prompt's ``num_generations`` completions next to each other)."""
+    import statistics
+
+    stds: list[float] = []
+    start = 0
+    for i in range(1, len(rewards) + 1):
+        if i == len(rewards) or keys[i] != keys[start]:
+            stds.append(statistics.pstdev(rewards[start:i]) if i - start > 1 else 0.0)
+            start = i
+    return stds
 
 
 def format_reward(completions: list[Any], **kwargs: Any) -> list[float]:

@@ -43,6 +43,9 @@ from boxmed_model import data as stage_data
 from boxmed_model.config import PipelineConfig
 from boxmed_model.rewards import format_reward, iou_reward
 from boxmed_model.tiny import load_processor
+from boxmed_model.versions import check_training_versions
+
+check_training_versions()
 
 log = logging.getLogger(__name__)
 
@@ -90,17 +93,40 @@ def _common_args(cfg: PipelineConfig, out: Path) -> dict[str, Any]:
     return {
         "output_dir": str(out), "logging_steps": cfg.logging_steps, "save_strategy": "steps",
         "save_steps": cfg.save_steps, "save_total_limit": cfg.save_total_limit, "report_to": cfg.report_to,
+        # bf16=True is autocast compute over the fp32 master weights load_model gives (never bf16 params)
         "bf16": _use_bf16(cfg), _checkpointing_field(): _use_gradient_checkpointing(cfg), "seed": cfg.seed,
-        "disable_tqdm": False, "dataloader_num_workers": 0, "dataloader_pin_memory": torch.cuda.is_available(),
+        "disable_tqdm": False, "dataloader_num_workers": _num_workers(),
+        "dataloader_pin_memory": torch.cuda.is_available(),
+        # bf16 without a GPU (tests; CPU autocast): transformers wants use_cpu said explicitly
+        "use_cpu": _use_bf16(cfg) and not torch.cuda.is_available(),
+        # rows are lazy (image paths): the dataset's transform needs every column it stores
+        "remove_unused_columns": False,
     }
 
 
+def _num_workers() -> int:
+    """DataLoader workers that decode/resize images (data.StageTransform) off the training
+    process: on GPU up to 4 (``BOXMEDRL_DATA_WORKERS`` overrides); 0 on CPU (tests, demo)."""
+    import torch
+
+    env = os.environ.get("BOXMEDRL_DATA_WORKERS")
+    if env is not None:
+        return int(env)
+    if not torch.cuda.is_available():
+        return 0
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
 def load_model(path: str, cfg: PipelineConfig | None = None) -> Any:
+    """The model in fp32 whatever ``cfg.bf16`` says. bf16 is autocast compute (TrainingArguments
+    ``bf16=True``) over fp32 master weights: AdamW steps at SVR's lr 1e-6 are below bf16's
+    rounding step, so bf16 parameters would barely move. Checkpoints are saved fp32 too, so
+    each stage hands the next the master weights (``tests/test_boxmed_precision.py``)."""
     import torch
     from transformers import AutoModelForImageTextToText
 
-    dtype = torch.bfloat16 if cfg is not None and _use_bf16(cfg) else torch.float32
-    return AutoModelForImageTextToText.from_pretrained(path, dtype=dtype)
+    del cfg  # kept for callers; precision no longer depends on it
+    return AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32)
 
 
 def _resume_point(out: Path) -> str | None:
@@ -128,6 +154,11 @@ def summarise_history(stage: str, history: list[dict[str, Any]]) -> dict[str, An
     if values:
         summary[f"first_{key}"] = float(values[0])
         summary[f"last_{key}"] = float(values[-1])
+    if stage == "svr":  # R_IoU's within-group spread: 0 means SVR had no IoU signal (rewards.iou_reward)
+        stds = [row["iou_group_std"] for row in history if "iou_group_std" in row]
+        if stds:
+            summary["first_iou_group_std"] = float(stds[0])
+            summary["last_iou_group_std"] = float(stds[-1])
     for row in history:
         if "train_runtime" in row:
             summary["train_runtime_s"] = float(row["train_runtime"])
@@ -162,10 +193,10 @@ def run_mcl(start: str, studies: list[Study], cfg: PipelineConfig, out_dir: str 
     if (out / "final" / "config.json").is_file():
         return StageResult("mcl", str(out / "final"), skipped=True)
     processor = load_processor(start)
-    rows = stage_data.mcl_rows(studies, cfg.image_scale)
-    if cfg.mcl.grounding_warmup:
-        rows += stage_data.grounding_warmup_rows(grounding_studies or studies, cfg.image_scale)
-    dataset = stage_data.to_dataset(rows).remove_columns(["id"])
+    rows = stage_data.mcl_rows(studies, cfg.image_scale)  # boxed chains already come as SVR-format rows
+    if cfg.mcl.grounding_warmup and grounding_studies is not None and grounding_studies is not studies:
+        rows += stage_data.grounding_warmup_rows(grounding_studies, cfg.image_scale)
+    dataset = stage_data.to_dataset(rows, cfg.image_scale)
     model = load_model(start, cfg)
     trainer = SFTTrainer(model=model, args=_sft_args(cfg, cfg.mcl, out), train_dataset=dataset,
                          processing_class=processor)
@@ -182,7 +213,7 @@ def run_svr(start: str, studies: list[Study], cfg: PipelineConfig, out_dir: str 
         return StageResult("svr", str(out / "final"), skipped=True)
     svr = cfg.svr
     processor = load_processor(start)
-    dataset = stage_data.to_dataset(stage_data.svr_rows(studies, cfg.image_scale))
+    dataset = stage_data.to_dataset(stage_data.svr_rows(studies, cfg.image_scale), cfg.image_scale)
     args = GRPOConfig(
         **_common_args(cfg, out),
         learning_rate=svr.learning_rate, num_train_epochs=svr.epochs, max_steps=svr.max_steps,
@@ -253,7 +284,7 @@ def run_adapter(start: str, studies: list[Study], cfg: PipelineConfig, out_dir: 
     if (out / "final").is_dir() and any((out / "final").glob("*.json")):
         return StageResult("adapter", str(out / "final"), skipped=True)
     processor = load_processor(start)
-    dataset = stage_data.to_dataset(stage_data.adapter_rows(studies, cfg.image_scale)).remove_columns(["id"])
+    dataset = stage_data.to_dataset(stage_data.adapter_rows(studies, cfg.image_scale), cfg.image_scale)
     model = prepare_adapter_model(load_model(start, cfg), cfg)
     args = _sft_args(cfg, cfg.adapter, out)
     if cfg.use_adapter and _use_gradient_checkpointing(cfg):

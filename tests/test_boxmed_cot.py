@@ -116,14 +116,14 @@ def test_stage_rows_quarter_images_and_scaled_boxes(tmp_path: Path) -> None:
                          Box(0, 0, 10, 10, phrase="lateral view only", image_index=1)])
     scaled = data.scale_box(study.boxes[0], 0.25)
     assert (scaled.x1, scaled.y1, scaled.x2, scaled.y2, scaled.image_width, scaled.image_height) == (50, 25, 75, 50, 100, 50)
-    mcl = data.mcl_rows([study])
+    mcl = data.materialize(data.mcl_rows([study]))
     assert mcl[0]["images"][0].size == (100, 50)
     assert "Box: (500,500),(750,1000) (550,600),(650,800)" in mcl[0]["completion"][0]["content"][0]["text"]
-    svr = data.svr_rows([study])
+    svr = data.materialize(data.svr_rows([study]))
     assert len(svr) == 1  # one phrase with its two boxes; the lateral-view box is skipped
     assert svr[0]["solution"] == [[500.0, 500.0, 750.0, 1000.0], [550.0, 600.0, 650.0, 800.0]]
     assert "Small left pleural effusion" in svr[0]["prompt"][0]["content"][1]["text"]
-    adapter = data.adapter_rows([study])
+    adapter = data.materialize(data.adapter_rows([study]))
     assert adapter[0]["completion"][0]["content"][0]["text"] == study.findings
     with pytest.raises(DataError):
         data.svr_rows([Study(id="b", image_paths=[image], findings="x")])

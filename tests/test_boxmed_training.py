@@ -87,6 +87,7 @@ def test_all_stages_run_and_write_the_manifest(trained: Path, base: str) -> None
     svr_history = json.loads((trained / "svr" / "log_history.json").read_text())
     logged = next(row for row in svr_history if "reward" in row)
     assert "rewards/iou_reward/mean" in logged and "rewards/format_reward/mean" in logged
+    assert "iou_group_std" in logged and "first_iou_group_std" in manifest["stages"]["svr"]["summary"]
     # MCL trains the whole model (Eq. 1): language and vision weights both move
     before, after = _state(base), _state(trained / "mcl" / "final")
     changed = {k for k in before if not torch.equal(before[k], after[k])}
@@ -222,8 +223,8 @@ def test_grounding_warmup_rows_teach_the_rewarded_answer(studies: list[Study]) -
     from boxmed_model import data as stage_data
     from boxmed_model.rewards import format_reward_one, iou_reward_one
 
-    svr = stage_data.svr_rows(studies)
-    warm = stage_data.grounding_warmup_rows(studies)
+    svr = stage_data.materialize(stage_data.svr_rows(studies))
+    warm = stage_data.materialize(stage_data.grounding_warmup_rows(studies))
     assert len(warm) == len(svr) and set(warm[0]) == {"id", "prompt", "completion", "images"}
     for row, query in zip(warm, svr):
         assert row["prompt"] == query["prompt"]
