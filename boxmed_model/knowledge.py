@@ -220,7 +220,10 @@ def _project_labeler():
         except ImportError:
             return None
     try:
-        entry = LABELERS.get("rules")
+        # Chains are training targets: they take the radiologist's reading ("rules-plus"), not
+        # the CheXpert labeler's quirks ("rules"), which exist to reproduce published CE numbers
+        # (e.g. "borderline cardiomegaly" is uncertain here, positive for the CheXpert labeler).
+        entry = LABELERS.get("rules-plus")
         return entry() if isinstance(entry, type) else entry
     except Exception as exc:  # registered but unusable (missing resource...): fall back, say so
         log.warning("rule-based CheXpert labeler unavailable (%s): using the fallback keyword map", exc)
@@ -229,7 +232,7 @@ def _project_labeler():
 
 def labeler_name() -> str:
     """Which disease mapping :func:`label_sentences` uses ("rules" or "keywords")."""
-    return "rules" if _project_labeler() is not None else "keywords"
+    return "rules-plus" if _project_labeler() is not None else "keywords"
 
 
 def label_sentences(sentences: list[str]) -> list[dict[str, int | None]]:
