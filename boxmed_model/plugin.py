@@ -167,7 +167,7 @@ class BoxMedRL(ReportGenerator):
         if self.resolved["adapter"] and self.resolved["adapter_kind"] == "full":
             full_model_path = self.resolved["adapter"]  # Table-5 rows without adapter: a full model
         try:
-            model = AutoModelForImageTextToText.from_pretrained(full_model_path, dtype=dtype)
+            model = AutoModelForImageTextToText.from_pretrained(full_model_path, dtype=dtype, local_files_only=True)
         except OSError as exc:
             raise MissingResourceError(f"cannot load model weights from {full_model_path!r} ({exc}); for the HF "
                                        "base run `huggingface-cli download Qwen/Qwen2-VL-2B-Instruct` first") from None

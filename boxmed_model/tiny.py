@@ -96,13 +96,13 @@ def load_processor(path: str | os.PathLike[str], *, min_pixels: int | None = Non
     if max_pixels is not None:
         kwargs["max_pixels"] = max_pixels
     try:
-        processor = AutoProcessor.from_pretrained(str(path), **kwargs)
+        processor = AutoProcessor.from_pretrained(str(path), local_files_only=True, **kwargs)
         if not hasattr(processor, "image_processor"):  # a bare tokenizer: the directory has no processor class
             raise TypeError(f"AutoProcessor gave a {type(processor).__name__}")
     except Exception as exc:  # no torchvision -> no video processor -> build the image-only one
         log.info("AutoProcessor failed for %s (%s): using the image-only Qwen2-VL processor", path, exc)
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-        image_processor = Qwen2VLImageProcessorPil.from_pretrained(str(path), **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        image_processor = Qwen2VLImageProcessorPil.from_pretrained(str(path), local_files_only=True, **kwargs)
         template = getattr(tokenizer, "chat_template", None)
         template_file = Path(str(path)) / "chat_template.jinja"
         if template_file.is_file():

@@ -126,7 +126,7 @@ def load_model(path: str, cfg: PipelineConfig | None = None) -> Any:
     from transformers import AutoModelForImageTextToText
 
     del cfg  # kept for callers; precision no longer depends on it
-    return AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32)
+    return AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32, local_files_only=True)
 
 
 def _resume_point(out: Path) -> str | None:
