@@ -84,6 +84,20 @@ def get_model_class(name: str) -> type[ReportGenerator]:
     return cls
 
 
+def parse_qualified_args(pairs: tuple[str, ...] | list[str], flag: str, form: str,
+                         example: str) -> dict[str, dict[str, Any]]:
+    """``["name.key=value", ...]`` -> {name: {key: value}} (values as in :func:`parse_model_args`),
+    for ``--metric-option`` / ``--dataset-option``; ``form`` and ``example`` word the error."""
+    options: dict[str, dict[str, Any]] = {}
+    for pair in pairs:
+        head, eq, value = pair.partition("=")
+        name, dot, key = head.partition(".")
+        if not eq or not dot or not key:
+            raise BoxmedError(f"{flag} {pair!r} is not {form} (e.g. {example})")
+        options.setdefault(name, {}).update(parse_model_args([f"{key}={value}"]))
+    return options
+
+
 def parse_model_args(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
     """``["k=v", ...]`` -> dict; values parsed as JSON when they look like it (numbers,
     true/false, lists), else kept as strings."""

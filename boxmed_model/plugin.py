@@ -292,7 +292,7 @@ def parse_wiring(pretrain: tuple[str, ...], dataset: str | None, data_root: tupl
                  dataset_option: tuple[str, ...]) -> DataWiring:
     """``--data-root PATH`` (all datasets) or ``--data-root NAME=PATH``; ``--dataset-option NAME.KEY=VALUE``."""
     from boxmed_eval.datasets.base import DATASETS
-    from boxmed_eval.plugins import parse_model_args
+    from boxmed_eval.plugins import parse_qualified_args
 
     twice = sorted({n for n in pretrain if pretrain.count(n) > 1})
     if twice:
@@ -310,16 +310,12 @@ def parse_wiring(pretrain: tuple[str, ...], dataset: str | None, data_root: tupl
         else:
             raise BoxmedError(f"--data-root given twice without a dataset name ({default_root!r}, {item!r}): "
                               "write --data-root NAME=PATH for each dataset")
-    options: dict[str, dict[str, Any]] = {}
+    options = parse_qualified_args(dataset_option, "--dataset-option", "NAME.KEY=VALUE", "ms_cxr.reports=auto")
     for item in dataset_option:
-        head, eq, value = item.partition("=")
-        name, dot, key = head.partition(".")
-        if not eq or not dot or not key:
-            raise BoxmedError(f"--dataset-option {item!r} is not NAME.KEY=VALUE (e.g. ms_cxr.reports=auto)")
+        name = item.partition(".")[0]
         if name not in names:
             raise BoxmedError(f"--dataset-option {item!r} names dataset {name!r}, which is not used here "
                               f"(used: {', '.join(sorted(names)) or 'none'})")
-        options.setdefault(name, {}).update(parse_model_args([f"{key}={value}"]))
     return DataWiring(list(pretrain), dataset, roots, default_root, options)
 
 

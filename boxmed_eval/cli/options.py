@@ -7,19 +7,13 @@ from typing import Any
 import click
 
 from boxmed_eval.errors import BoxmedError, MissingMetricsError
-from boxmed_eval.plugins import parse_model_args
+from boxmed_eval.plugins import parse_qualified_args
 
 
 def metric_options_from_cli(pairs: tuple[str, ...], judge: tuple[str, ...] = (), judge_model: tuple[str, ...] = (),
                             allow_remote_phi: bool = False, trust_remote_code: bool = False) -> dict[str, dict[str, Any]]:
     """``--metric-option nlg.preprocess=none`` and the judge options -> {metric: {key: value}}."""
-    options: dict[str, dict[str, Any]] = {}
-    for pair in pairs:
-        head, _, value = pair.partition("=")
-        metric, dot, key = head.partition(".")
-        if not dot or not _:
-            raise BoxmedError(f"--metric-option {pair!r} is not METRIC.KEY=VALUE (e.g. nlg.preprocess=none)")
-        options.setdefault(metric, {}).update(parse_model_args([f"{key}={value}"]))
+    options = parse_qualified_args(pairs, "--metric-option", "METRIC.KEY=VALUE", "nlg.preprocess=none")
     if judge or judge_model or allow_remote_phi or trust_remote_code:
         try:
             from boxmed_eval.judges import judge_options_from_cli
