@@ -27,7 +27,9 @@ log = logging.getLogger(__name__)
 # How a prompt string becomes model input. "chat": the model's own chat template with one user
 # turn (servers: one user message). "raw": the text as is (gemascore feeds its prompt this way).
 # "green": GREEN's own conversation format, rendered exactly as the green_score package does.
-PROMPT_FORMATS = ("chat", "raw", "green")
+# "messages": the prompt is a JSON list of chat messages ({"role", "content"}), for judges whose
+# prompt is a conversation (RadFact's system message and few-shot turns).
+PROMPT_FORMATS = ("chat", "raw", "green", "messages")
 
 # Weight files one of which must be present for a local judge to be loadable.
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",

@@ -10,6 +10,7 @@ batch and retries instead of failing the run.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -36,6 +37,12 @@ def render_prompt(prompt: str, prompt_format: str, tokenizer: Any | None) -> str
     if prompt_format == "green":
         eos = getattr(tokenizer, "eos_token", None) or "</s>"
         return f"<|user|>\n{prompt}{eos}\n<|assistant|>\n{eos}\n<|assistant|>\n{eos}"
+    if prompt_format == "messages":
+        messages = json.loads(prompt)
+        if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        # no template: the turns as plain text, ending where the assistant answers
+        return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
     if prompt_format == "chat" and tokenizer is not None and getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                              add_generation_prompt=True)
@@ -44,7 +51,7 @@ def render_prompt(prompt: str, prompt_format: str, tokenizer: Any | None) -> str
 
 def _adds_special_tokens(prompt_format: str, tokenizer: Any) -> bool:
     # chat templates write their own BOS; the other formats get the tokenizer's specials
-    return not (prompt_format == "chat" and getattr(tokenizer, "chat_template", None))
+    return not (prompt_format in ("chat", "messages") and getattr(tokenizer, "chat_template", None))
 
 
 class HFJudge(JudgeBackend):

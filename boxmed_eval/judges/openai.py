@@ -167,7 +167,8 @@ class OpenAIJudge(JudgeBackend):
 
             body["prompt"] = render_prompt(prompt, settings.prompt_format, tokenizer=None)
             return "/completions", body
-        body["messages"] = [{"role": "user", "content": prompt}]
+        body["messages"] = (json.loads(prompt) if settings.prompt_format == "messages"
+                            else [{"role": "user", "content": prompt}])
         return "/chat/completions", body
 
     def _one(self, prompt: str, settings: GenerationSettings) -> str:
