@@ -6,7 +6,8 @@ sentence (the hypothesis)? Two judges answer it.
 labeler finds in it (with the expert mappings of :func:`boxmed_model.knowledge.find_mentions`),
 positive (1), uncertain (-1) or negated (0), and where: the anatomical region(s) nearest to the
 mention (:func:`boxmed_model.knowledge.mention_region`) as a set of atoms (left/right apex,
-hilum and rest of lung; heart; mediastinum; trachea; spine; abdomen; bones) and the side
+hilum, upper, mid and lower zone of each lung, narrowed by zone words such as "base" or
+"middle lobe"; heart; mediastinum; trachea; spine; abdomen; bones) and the side
 (left, right, both or unsaid). A sentence without any mention is one ``No Finding``
 statement ("The lungs are clear.") about the regions it names. A hypothesis is entailed when
 its normalised text equals a premise sentence, or when **every** statement of it is supported
@@ -22,8 +23,9 @@ evidence. A premise statement supports a hypothesis statement when:
   children there;
 - the place agrees. Positive / uncertain: the premise's finding lies inside the place the
   hypothesis names (``left lower lobe opacity`` entails ``opacity``, not the reverse); a
-  bilateral finding supports a one-sided or unsided hypothesis about a whole side or both
-  lungs, and only a bilateral premise supports a bilateral hypothesis. Negated / ``No
+  bilateral finding supports a one-sided or unsided hypothesis whose place holds the premise's
+  part of that side ("bibasilar opacities" entails "left basilar opacity"), and only a
+  bilateral premise supports a bilateral hypothesis. Negated / ``No
   Finding``: the hypothesis's place lies inside the premise's (``no pneumothorax`` entails
   ``no left pneumothorax``, not the reverse). Left and right never support each other.
 
@@ -54,12 +56,12 @@ NLI_STATES = ("entailment", "contradiction", "neutral")
 
 # ----------------------------------------------------------------------------- regions as atoms
 
-_SIDE_ATOMS = {"left": frozenset({"left apex", "left hilum", "left lung rest"}),
-               "right": frozenset({"right apex", "right hilum", "right lung rest"})}
+_ZONES = ("upper", "mid", "lower", "hilum")
+_SIDE_ATOMS = {side: frozenset(f"{side} {zone}" for zone in _ZONES) for side in ("left", "right")}
 LUNG_ATOMS = _SIDE_ATOMS["left"] | _SIDE_ATOMS["right"]
 REGION_ATOMS: dict[str, frozenset[str]] = {
-    "left apical zone": frozenset({"left apex"}),
-    "right apical zone": frozenset({"right apex"}),
+    "left apical zone": frozenset({"left upper"}),
+    "right apical zone": frozenset({"right upper"}),
     "left hilar structures": frozenset({"left hilum"}),
     "right hilar structures": frozenset({"right hilum"}),
     "left lung": _SIDE_ATOMS["left"],
@@ -71,9 +73,19 @@ REGION_ATOMS: dict[str, frozenset[str]] = {
     "spine": frozenset({"spine"}),
     "abdomen": frozenset({"abdomen"}),
 }
+# Zone words that narrow a statement about a whole lung (or both) to part of it: the region
+# lexicon maps "right middle lobe" and "right lung base" alike to the right lung.
+_ZONE_WORDS = {
+    "lower": re.compile(r"\b(?:bases?|basilar|basal|bibasilar|bibasal|lower\s+lobes?|lower\s+lungs?|lower\s+zones?|"
+                        r"costophrenic|infrahilar|retrocardiac)\b"),
+    "mid": re.compile(r"\b(?:middle\s+lobe|mid[\s-]?lungs?|mid[\s-]?zones?|lingula\w*)\b"),
+    "upper": re.compile(r"\b(?:upper\s+lobes?|upper\s+lungs?|upper\s+zones?|apex|apices|apical)\b"),
+}
 UNSPECIFIED = frozenset({"unspecified"})  # a normal sentence that names no place we know
 
 _BILATERAL = re.compile(r"\b(?:bilateral(?:ly)?|both|bibasilar|bibasal|bi-?apical|biapical)\b")
+_LEFT_WORD = re.compile(r"\bleft\b")
+_RIGHT_WORD = re.compile(r"\bright\b")
 _CARDIOPULMONARY = re.compile(r"\bcardiopulmonary\b|\bheart and lungs\b|\blungs and heart\b")
 _BONES = re.compile(r"\b(?:osseous|bony|bones?|skeletal|skeleton|ribs?)\b")
 
@@ -110,15 +122,26 @@ def side_of(regions: Sequence[str], clause: str = "") -> str | None:
         return "left"
     if right:
         return "right"
-    if "whole lung" in regions and _BILATERAL.search(clause.lower()):
+    lowered = clause.lower()
+    if "whole lung" in regions and _BILATERAL.search(lowered):
         return "both"
+    if "whole lung" in regions:
+        # a side the region lexicon could not tie to a lung part ("posterior left 4th, 5th
+        # and 6th ribs") still says which side, when the clause names only one
+        left_word, right_word = bool(_LEFT_WORD.search(lowered)), bool(_RIGHT_WORD.search(lowered))
+        if left_word != right_word:
+            return "left" if left_word else "right"
     return None
 
 
-def _extent(regions: Sequence[str]) -> frozenset[str]:
+def _extent(regions: Sequence[str], clause: str = "") -> frozenset[str]:
     atoms: set[str] = set()
     for region in regions:
         atoms |= REGION_ATOMS.get(region, UNSPECIFIED)
+    if atoms and atoms <= LUNG_ATOMS and all(region in ("left lung", "right lung", "whole lung") for region in regions):
+        zones = {zone for zone, pattern in _ZONE_WORDS.items() if pattern.search(clause.lower())}
+        if zones:
+            atoms = {atom for atom in atoms if atom.split(" ", 1)[1] in zones}
     return frozenset(atoms) or UNSPECIFIED
 
 
@@ -138,12 +161,16 @@ def sentence_statements(sentence: str) -> tuple[Statement, ...]:
             return (Statement(NO_FINDING, 0, frozenset({"bones"}), None, ()),)
         else:
             return (Statement(NO_FINDING, 0, UNSPECIFIED, None, ()),)
-        return (Statement(NO_FINDING, 0, _extent(regions), side_of(regions, text), regions),)
+        return (Statement(NO_FINDING, 0, _extent(regions, text), side_of(regions, text), regions),)
     found = []
     for mention in mentions:
         regions = tuple(knowledge.mention_region(text, mention))
         clause = text[mention.clause[0]:mention.clause[1]] if mention.clause != (0, 0) else text
-        found.append(Statement(mention.disease, int(mention.label), _extent(regions), side_of(regions, clause), regions))
+        side = side_of(regions, clause)
+        extent = _extent(regions, clause)
+        if side in _SIDE_ATOMS and extent == _extent(("whole lung",), clause):
+            extent = extent & _SIDE_ATOMS[side]  # the side found in the words narrows the whole lung
+        found.append(Statement(mention.disease, int(mention.label), extent, side, regions))
     return tuple(found)
 
 
@@ -167,10 +194,11 @@ def statement_supports(hyp: Statement, prem: Statement) -> bool:
         return False
     if hyp.polarity == 0:  # absence: the hypothesis's place must lie inside the premise's
         return hyp.extent <= prem.extent
-    if hyp.side == "both":
-        return prem.side == "both" and prem.extent <= hyp.extent | LUNG_ATOMS
-    if prem.side == "both":
-        return any(atoms <= hyp.extent for atoms in _SIDE_ATOMS.values())
+    if hyp.side == "both":  # a bilateral claim needs a bilateral premise, each side inside
+        return prem.side == "both" and all(prem.extent & atoms <= hyp.extent for atoms in _SIDE_ATOMS.values())
+    if prem.side == "both":  # a bilateral finding is on the hypothesis's side (or either side)
+        sides = [hyp.side] if hyp.side in _SIDE_ATOMS else list(_SIDE_ATOMS)
+        return any((part := prem.extent & _SIDE_ATOMS[side]) and part <= hyp.extent for side in sides)
     return prem.extent <= hyp.extent
 
 
