@@ -8,6 +8,8 @@ Figure 5 (ablations):
   - :func:`plot_metric_radar`: a radar chart of the corpus metrics of each run.
 Figure 6 (cases): :func:`plot_case`: the image with ground-truth boxes (green) and predicted
 boxes (red), the reference and generated reports side by side, and the reasoning when present.
+Grounded cases: :func:`plot_grounded_case`: reference (green) and predicted (red) boxes numbered
+by their sentences, each sentence with its RadFact verdicts and laterality / anatomy errors.
 """
 
 from __future__ import annotations
@@ -281,5 +283,93 @@ def plot_case(study: Study, prediction: Prediction, stem: str | os.PathLike[str]
         ax.text(0.0, 1.0, _wrap(body, 40), fontsize=8, va="top", ha="left", transform=ax.transAxes, wrap=False)
     if title:
         figure.suptitle(title, fontsize=11)
+    figure.tight_layout()
+    return save_figure(figure, stem)
+
+
+# ---------------------------------------------------------------------------- grounded cases
+
+def _sentence_lines(tag: str, sentences: Sequence, verdicts: Sequence, statuses: Sequence[str],
+                    flags: dict[int, list[str]]) -> list[str]:
+    lines = []
+    for index, (sentence, verdict, status) in enumerate(zip(sentences, verdicts, statuses), start=1):
+        marks = ["entailed" if verdict.entailed else "not entailed"]
+        if verdict.failed:
+            marks = ["judge failed"]
+        if status == "spatial_entailment":
+            marks.append("boxes entailed")
+        elif status == "no_spatial_entailment":
+            marks.append("boxes not entailed")
+        marks += flags.get(index - 1, [])
+        box_note = f" [{len(sentence.boxes)} box{'es' if len(sentence.boxes) != 1 else ''}]" if sentence.boxes else ""
+        lines.append(f"{tag}{index}{box_note} {sentence.text}\n   -> {', '.join(marks)}")
+    return lines
+
+
+def plot_grounded_case(study: Study, prediction: Prediction, stem: str | os.PathLike[str], *, image_index: int = 0,
+                       title: str | None = None, mask_size: int = 224, threshold: float = 0.5) -> list[Path]:
+    """A grounded-report case: the image with the reference boxes (green, solid, ``R<n>``) and
+    the predicted boxes (red, dashed, ``P<n>``), numbered by the sentence they ground, and each
+    report's sentences with their RadFact verdicts (rules judge: entailed or not, boxes
+    spatially entailed or not) and, for predicted boxes, laterality and anatomy errors."""
+    from PIL import Image
+
+    from boxmed_eval.metrics.consistency import check_box
+    from boxmed_eval.metrics.radfact import RadFactMetric, study_image_size
+
+    if not study.image_paths or image_index >= len(study.image_paths):
+        raise DataError(f"the study has no image {image_index}", record=study.id)
+    path = Path(study.image_paths[image_index])
+    if not path.is_file():
+        raise DataError("image file not found", file=path, record=study.id,
+                        fix="pass --data-root pointing at the dataset's images")
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("L"))
+    height, width = pixels.shape
+    metric = RadFactMetric(mask_size=mask_size, threshold=threshold)
+    judged = metric.judge_studies({study.id: study.findings}, {study.id: prediction.report},
+                                  studies={study.id: study}, predictions={study.id: prediction})[study.id]
+    size = study_image_size(study)
+    flags: dict[int, list[str]] = {}
+    for index, sentence in enumerate(judged.candidate):
+        for box in sentence.source_boxes:
+            check = check_box(box, size)
+            if check is not None and check.laterality_error:
+                flags.setdefault(index, []).append("LATERALITY ERROR")
+            if check is not None and check.anatomy_error:
+                flags.setdefault(index, []).append(f"box outside {' / '.join(check.regions)}")
+    figure, axes = plt.subplots(1, 3, figsize=(13.5, 5.2), gridspec_kw={"width_ratios": [1.25, 1.0, 1.0]})
+    image_axes = axes[0]
+    image_axes.imshow(pixels, cmap="gray")
+    for tag, sentences, color, style, bottom in (("R", judged.reference, GT_COLOR, "-", False),
+                                                 ("P", judged.candidate, PRED_COLOR, "--", True)):
+        for number, sentence in enumerate(sentences, start=1):
+            boxes = [b for b in sentence.source_boxes if b.image_index == image_index]
+            for box in boxes:
+                x1, y1, x2, y2 = _scaled(box, width, height)
+                image_axes.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=2,
+                                               linestyle=style))
+                y, va = (min(y2, height) - 2, "bottom") if bottom else (max(y1, 0) + 2, "top")
+                image_axes.text(max(x1, 0) + 2, y, f"{tag}{number}", color="white", fontsize=7, va=va,
+                                bbox={"facecolor": color, "alpha": 0.8, "pad": 1, "edgecolor": "none"})
+    image_axes.set_xlim(-0.5, width - 0.5)
+    image_axes.set_ylim(height - 0.5, -0.5)
+    image_axes.set_axis_off()
+    image_axes.set_title(f"{study.id}\nreference: green R<n>, predicted: red P<n>\n"
+                         "(patient's left on the image's right)", fontsize=9)
+    panels = (("Reference sentences", _sentence_lines("R", judged.reference, judged.reference_verdicts,
+                                                      judged.reference_status, {}), GT_COLOR),
+              ("Generated sentences", _sentence_lines("P", judged.candidate, judged.candidate_verdicts,
+                                                      judged.candidate_status, flags), PRED_COLOR))
+    for ax, (heading, lines, color) in zip(axes[1:], panels):
+        ax.set_axis_off()
+        ax.set_title(heading, fontsize=10, fontweight="bold", color=color, loc="left")
+        body = "\n".join(_wrap(line, 46) for line in lines) or "(no sentence)"
+        ax.text(0.0, 1.0, body, fontsize=7.5, va="top", ha="left", transform=ax.transAxes)
+    p, r = judged.precision_side, judged.recall_side
+    summary = (f"logical P/R {p.entailed_fraction:.2f}/{r.entailed_fraction:.2f}  grounding P/R "
+               f"{p.grounding_fraction:.2f}/{r.grounding_fraction:.2f}  spatial P/R "
+               f"{p.spatial_fraction:.2f}/{r.spatial_fraction:.2f} (rules judge)") if p and r else ""
+    figure.suptitle(" — ".join(t for t in (title, summary) if t), fontsize=10)
     figure.tight_layout()
     return save_figure(figure, stem)

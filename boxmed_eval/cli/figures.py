@@ -18,7 +18,8 @@ from boxmed_eval.tables import FORMATS, latex_document, per_class_table
 @main.group("figures")
 def figures() -> None:
     """The paper's figures from runs (PNG and PDF): figure5 (ablation bars and radar
-    charts), figure6 (case figures with boxes). Table 3 is the `table3` command."""
+    charts), figure6 (case figures with boxes), cases (grounded-report case views with each
+    sentence's RadFact verdicts). Table 3 is the `table3` command."""
 
 
 @figures.command("figure5")
@@ -58,6 +59,22 @@ def _load_studies(run: RunData, studies_file: Path | None, data_root: Path | Non
     return {study.id: study for study in adapter.load(str(run.info.get("split", "test")))}
 
 
+def _choose(run: Path, ids: str | None, count: int, predictions: dict, studies: dict) -> list[str]:
+    """The ids asked for, else the first ``count`` studies, those with boxes first."""
+    if ids:
+        chosen = [i.strip() for i in ids.split(",") if i.strip()]
+        unknown = [i for i in chosen if i not in predictions or i not in studies]
+        if unknown:
+            raise DataError(f"no prediction or study for ids {', '.join(unknown)}", file=run,
+                            fix="pick ids that the run predicted (see predictions.jsonl)")
+        return chosen
+    candidates = [i for i in predictions if i in studies]
+    ranked = sorted(candidates, key=lambda i: (not studies[i].boxes, not predictions[i].boxes))
+    if not ranked:
+        raise DataError("no predicted study is in the dataset split", file=run)
+    return ranked[:count]
+
+
 @figures.command("figure6")
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--ids", default=None, help="Comma list of study ids (default: the first --n studies that have "
@@ -81,22 +98,41 @@ def figure6(run: Path, ids: str | None, count: int, data_root: Path | None, stud
     loaded = load_run(run)
     predictions = loaded.predictions()
     studies = _load_studies(loaded, studies_file, data_root)
-    if ids:
-        chosen = [i.strip() for i in ids.split(",") if i.strip()]
-        unknown = [i for i in chosen if i not in predictions or i not in studies]
-        if unknown:
-            raise DataError(f"no prediction or study for ids {', '.join(unknown)}", file=run,
-                            fix="pick ids that the run predicted (see predictions.jsonl)")
-    else:
-        candidates = [i for i in predictions if i in studies]
-        ranked = sorted(candidates, key=lambda i: (not studies[i].boxes, not predictions[i].boxes))
-        chosen = ranked[:count]
-        if not chosen:
-            raise DataError("no predicted study is in the dataset split", file=run)
+    chosen = _choose(run, ids, count, predictions, studies)
     for study_id in chosen:
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in study_id)
         for path in plot_case(studies[study_id], predictions[study_id], out_dir / f"figure6_{safe}",
                               image_index=image_index, title=f"{loaded.name}: study {study_id}"):
+            click.echo(str(path))
+
+
+@figures.command("cases")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--ids", default=None, help="Comma list of study ids (default: the first --n studies, those with "
+                                          "boxes first).")
+@click.option("--n", "count", type=int, default=4, show_default=True)
+@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the dataset's images are (default: run.json's data_root).")
+@click.option("--studies", "studies_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="JSONL of study records (id, image_paths, findings, boxes) instead of loading run.json's dataset.")
+@click.option("--image-index", type=int, default=0, show_default=True, help="Which image of a study to draw.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("figures"),
+              show_default=True)
+def cases(run: Path, ids: str | None, count: int, data_root: Path | None, studies_file: Path | None,
+          image_index: int, out_dir: Path) -> None:
+    """Grounded-report case views of RUN: the image with reference boxes (green, R<n>) and
+    predicted boxes (red, P<n>) numbered by the sentence they ground, and every sentence with
+    its RadFact verdicts (rules judge) and the laterality / anatomy errors of its boxes. One
+    file pair (case_<id>.png/.pdf) per study."""
+    from boxmed_eval.plots import plot_grounded_case
+
+    loaded = load_run(run)
+    predictions = loaded.predictions()
+    studies = _load_studies(loaded, studies_file, data_root)
+    for study_id in _choose(run, ids, count, predictions, studies):
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in study_id)
+        for path in plot_grounded_case(studies[study_id], predictions[study_id], out_dir / f"case_{safe}",
+                                       image_index=image_index, title=f"{loaded.name}: study {study_id}"):
             click.echo(str(path))
 
 
