@@ -378,3 +378,38 @@ def test_rules_verdict_evidence_is_every_supporting_sentence():
     verdict = rules_verdict(premises, "Left pleural effusion without pneumothorax.")
     assert verdict.entailed and verdict.evidence == [0, 2]
     assert not rules_verdict(premises, "Left pleural effusion and cardiomegaly.").entailed
+
+
+def test_judge_flag_names_radfact_only_explicitly():
+    from boxmed_eval.judges import configured_judge_metrics, judge_options_from_cli
+
+    shared = judge_options_from_cli(["http://127.0.0.1:8000/v1"], ["served"])
+    assert "radfact" not in shared and configured_judge_metrics(shared) == ["green", "gema"]
+    named = judge_options_from_cli(["radfact=http://127.0.0.1:9000/v1"], ["served"], dataset="iu_xray")
+    assert named["radfact"] == {"judge": "http://127.0.0.1:9000/v1", "judge_model": "served", "dataset": "iu_xray"}
+    assert "judge" not in named["green"]
+    assert configured_judge_metrics(named) == ["radfact"]
+    assert METRICS.get("radfact")(**named["radfact"]).entailment == "llm"
+
+
+def test_messages_prompt_format_reaches_both_backends():
+    from boxmed_eval.judges.base import GenerationSettings
+    from boxmed_eval.judges.hf import render_prompt
+    from boxmed_eval.judges.openai import OpenAIJudge
+
+    messages = [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}]
+    prompt = json.dumps(messages)
+
+    class Tokenizer:
+        chat_template = "x"
+
+        def apply_chat_template(self, conversation, tokenize, add_generation_prompt):
+            assert not tokenize and add_generation_prompt
+            return "|".join(f"{m['role']}:{m['content']}" for m in conversation) + "|assistant:"
+
+    assert render_prompt(prompt, "messages", Tokenizer()) == "system:S|user:Q|assistant:"
+    assert render_prompt(prompt, "messages", None).endswith("assistant:")
+    judge = OpenAIJudge.__new__(OpenAIJudge)  # no connection: only the request body is built
+    judge.model, judge.api = "m", "chat"
+    path, body = judge._body(prompt, GenerationSettings(prompt_format="messages"))
+    assert path == "/chat/completions" and body["messages"] == messages

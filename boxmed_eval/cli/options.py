@@ -36,7 +36,8 @@ def judge_options(func: Any) -> Any:
                         help="Model name to request from the judge server (per metric: green=NAME).")(func)
     func = click.option("--judge", multiple=True, metavar="[METRIC=]PATH_OR_URL",
                         help="LLM judge for GREEN/GEMA-Score: a local model dir, an HF cache id, or the http:// base "
-                             "URL of an OpenAI-compatible server (per metric: green=URL gema=PATH).")(func)
+                             "URL of an OpenAI-compatible server (per metric: green=URL gema=PATH; RadFact's "
+                             "entailment only when named: radfact=URL).")(func)
     return func
 
 

@@ -1,4 +1,4 @@
-"""LLM judges for GREEN and GEMA-Score: a local transformers backend (``hf``) and an
+"""LLM judges for GREEN, GEMA-Score and RadFact's entailment (``radfact`` with ``entailment=llm``): a local transformers backend (``hf``) and an
 OpenAI-compatible HTTP backend (``openai``), a per-run reply cache and the PHI guard.
 
 ``judge_options_from_cli`` turns the ``--judge`` / ``--judge-model`` / ``--allow-remote-phi``
@@ -15,8 +15,11 @@ from boxmed_eval.errors import BoxmedError
 from boxmed_eval.judges.base import GenerationSettings, JudgeBackend, JudgeError, JudgeSpec, parse_judge_spec
 
 JUDGED_METRICS = ("green", "gema")
+# Judged only when named (--judge radfact=URL): a shared --judge URL stays GREEN's and
+# GEMA-Score's, so that asking for those never starts RadFact's many entailment calls.
+NAMED_ONLY_JUDGED = ("radfact",)
 
-_PER_METRIC = re.compile(r"^\s*(green|gema)\s*=(.*)$", re.IGNORECASE)
+_PER_METRIC = re.compile(r"^\s*(green|gema|radfact)\s*=(.*)$", re.IGNORECASE)
 
 
 def _split(values: str | Sequence[str] | None, flag: str) -> dict[str, str]:
@@ -51,14 +54,18 @@ def judge_options_from_cli(judge: str | Sequence[str] | None = None, judge_model
     or per-metric values (``green=URL``, ``gema=PATH``); a per-metric value overrides the
     shared one. Returns ``{"green": {...}, "gema": {...}}`` with only the options that were
     given (a metric without ``judge`` uses its default judge from the local HF cache).
+    ``radfact`` gets options only when named (``radfact=URL``); a shared ``--judge`` is not its.
     ``configured_judge_metrics`` tells which metrics got an explicit judge.
     """
     judges = _split(judge, "--judge")
     models = _split(judge_model, "--judge-model")
     options: dict[str, dict[str, Any]] = {}
-    for metric in JUDGED_METRICS:
+    for metric in JUDGED_METRICS + NAMED_ONLY_JUDGED:
         entry: dict[str, Any] = {}
-        chosen_judge = judges.get(metric, judges.get("*"))
+        named_only = metric in NAMED_ONLY_JUDGED
+        if named_only and metric not in judges:
+            continue
+        chosen_judge = judges.get(metric) if named_only else judges.get(metric, judges.get("*"))
         chosen_model = models.get(metric, models.get("*"))
         if chosen_judge:
             entry["judge"] = chosen_judge
@@ -79,7 +86,7 @@ def judge_options_from_cli(judge: str | Sequence[str] | None = None, judge_model
 
 def configured_judge_metrics(options: dict[str, dict[str, Any]]) -> list[str]:
     """The judged metrics given an explicit ``--judge`` (to add to the default metric set)."""
-    return [name for name in JUDGED_METRICS if options.get(name, {}).get("judge")]
+    return [name for name in JUDGED_METRICS + NAMED_ONLY_JUDGED if options.get(name, {}).get("judge")]
 
 
 __all__ = ["JUDGED_METRICS", "GenerationSettings", "JudgeBackend", "JudgeError", "JudgeSpec",
