@@ -49,6 +49,11 @@ PAIRS = [
     ("CXR1105_IM-0072-1001", "Mild cardiomegaly", "CXR3091_IM-1445", "mildly enlarged", True),
     ("CXR152_IM-0335", "mild cardiomegaly and aortic", "CXR1105_IM-0072-1001", "Mild cardiomegaly", True),
     ("CXR1616_IM-0399", "No acute bony abnormality", "CXR2926_IM-1328", "Bony structures are intact", True),
+    ("CXR2926_IM-1328", "Cardiac and mediastinal contours", "CXR2328_IM-0898", "Heart size is normal", True),
+    ("CXR1237_IM-0159", "Pulmonary vascularity is within normal limits", "CXR2926_IM-1328", "The lungs are clear",
+     False),
+    # a finding outside the CheXpert classes is not a normal statement
+    ("CXR2926_IM-1328", "The lungs are clear", "CXR2681_IM-1154", "foreign body noted over the left chest", False),
     ("CXR1616_IM-0399", "No acute bony abnormality", "CXR3120_IM-1466", "Fractures of the posterior left", False),
     # laterality, zones, bilateral findings
     ("CXR651_IM-2229", "small left pleural effusion", "CXR3256_IM-1543", "small bilateral pleural effusions", False),

@@ -9,25 +9,32 @@ mention (:func:`boxmed_model.knowledge.mention_region`) as a set of atoms (left/
 hilum, upper, mid and lower zone of each lung, narrowed by zone words such as "base" or
 "middle lobe"; heart; mediastinum; trachea; spine; abdomen; bones) and the side
 (left, right, both or unsaid). A sentence without any mention is one ``No Finding``
-statement ("The lungs are clear.") about the regions it names. A hypothesis is entailed when
-its normalised text equals a premise sentence, or when **every** statement of it is supported
-by a statement of some premise sentence; the premise sentences that support it are its
-evidence. A premise statement supports a hypothesis statement when:
+statement ("The lungs are clear.") about the regions it names when it reads as normal (a
+normal-sounding word: clear, normal, intact, no...), else an *other finding* ("Degenerative
+changes of the spine.", "A foreign body over the left chest.") that only an identical sentence
+entails; a normal sentence about the pulmonary vessels is about the vessels, not the lungs.
+A hypothesis is entailed when its normalised text equals a premise sentence, or when **every**
+statement of it is supported by a statement of some premise sentence; the premise sentences
+that support it are its evidence. A premise statement supports a hypothesis statement when:
 
 - polarity is the same (an uncertain finding neither entails nor is entailed by a definite one);
 - the observation is the same, or for a positive / uncertain statement the premise names a
   child of the hypothesis's observation in the CheXpert hierarchy (consolidation, pneumonia,
   edema, atelectasis, lung lesion -> lung opacity; cardiomegaly -> enlarged
-  cardiomediastinum), or for a negated one the premise negates its parent; a ``No Finding``
+  cardiomediastinum; the enlarged cardiomediastinum's place is heart and mediastinum however
+  the sentence names it), or for a negated one the premise negates its parent; a ``No Finding``
   statement about the lungs ("lungs are clear") supports the negation of lung opacity and its
   children there;
 - the place agrees. Positive / uncertain: the premise's finding lies inside the place the
   hypothesis names (``left lower lobe opacity`` entails ``opacity``, not the reverse); a
   bilateral finding supports a one-sided or unsided hypothesis whose place holds the premise's
   part of that side ("bibasilar opacities" entails "left basilar opacity"), and only a
-  bilateral premise supports a bilateral hypothesis. Negated / ``No
-  Finding``: the hypothesis's place lies inside the premise's (``no pneumothorax`` entails
-  ``no left pneumothorax``, not the reverse). Left and right never support each other.
+  bilateral premise supports a bilateral hypothesis. Negated / ``No Finding``: the
+  hypothesis's place lies inside the premise's (``no pneumothorax`` entails ``no left
+  pneumothorax``, not the reverse). Left and right never support each other.
+
+Severity, size and change over time ("small", "large", "stable", "increased") are not
+compared: "large left effusion" and "small left effusion" entail each other.
 
 **llm**: RadFact's entailment-verification prompt (its system message and its 10 few-shot
 examples turned into single-phrase human/assistant turns, statuses made binary, every turn a
@@ -88,6 +95,15 @@ _LEFT_WORD = re.compile(r"\bleft\b")
 _RIGHT_WORD = re.compile(r"\bright\b")
 _CARDIOPULMONARY = re.compile(r"\bcardiopulmonary\b|\bheart and lungs\b|\blungs and heart\b")
 _BONES = re.compile(r"\b(?:osseous|bony|bones?|skeletal|skeleton|ribs?)\b")
+# "Pulmonary vascularity is normal" is about the vessels, not a claim that the lungs are clear.
+_VESSELS = re.compile(r"\b(?:vascularity|vasculature|vascular|vessels?)\b")
+_CARDIOMEDIASTINUM = frozenset({"heart", "mediastinum"})
+# A sentence without a CheXpert mention is a normal statement only when it reads as one; else
+# it reports something the labeler does not cover (a foreign body, degenerative change, a
+# tortuous aorta), which only the same sentence entails.
+_READS_NORMAL = re.compile(r"\b(?:clear|normal|unremarkable|intact|negative|no|not|without|free|midline|"
+                           r"expanded|aerated|inflated|stable|unchanged)\b")
+OTHER_FINDING = "Other finding"
 
 # CheXpert hierarchy (child -> parent), as the CheXpert paper draws it.
 PARENT: dict[str, str] = {
@@ -153,6 +169,10 @@ def sentence_statements(sentence: str) -> tuple[Statement, ...]:
     text, mentions = knowledge.find_mentions(sentence)
     if not mentions:
         lowered = text.lower()
+        if not _READS_NORMAL.search(lowered):
+            return (Statement(OTHER_FINDING, 1, UNSPECIFIED, None, ()),)
+        if _VESSELS.search(lowered) and not _CARDIOPULMONARY.search(lowered):
+            return (Statement(NO_FINDING, 0, frozenset({"pulmonary vessels"}), None, ()),)
         if _CARDIOPULMONARY.search(lowered):
             regions: tuple[str, ...] = ("whole lung", "cardiac silhouette")
         elif knowledge.region_matches(text):
@@ -170,6 +190,9 @@ def sentence_statements(sentence: str) -> tuple[Statement, ...]:
         extent = _extent(regions, clause)
         if side in _SIDE_ATOMS and extent == _extent(("whole lung",), clause):
             extent = extent & _SIDE_ATOMS[side]  # the side found in the words narrows the whole lung
+        if mention.disease == "Enlarged Cardiomediastinum" and extent <= _CARDIOMEDIASTINUM:
+            # the cardiomediastinal silhouette is heart and mediastinum, however the sentence names it
+            extent = _CARDIOMEDIASTINUM
         found.append(Statement(mention.disease, int(mention.label), extent, side, regions))
     return tuple(found)
 
