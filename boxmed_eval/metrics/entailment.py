@@ -102,7 +102,7 @@ _CARDIOMEDIASTINUM = frozenset({"heart", "mediastinum"})
 # it reports something the labeler does not cover (a foreign body, degenerative change, a
 # tortuous aorta), which only the same sentence entails.
 _READS_NORMAL = re.compile(r"\b(?:clear|normal|unremarkable|intact|negative|no|not|without|free|midline|"
-                           r"expanded|aerated|inflated|stable|unchanged)\b")
+                           r"expanded|aerated|inflated)\b")  # not "stable": a stable nodule is not normal
 OTHER_FINDING = "Other finding"
 
 # CheXpert hierarchy (child -> parent), as the CheXpert paper draws it.
