@@ -413,3 +413,10 @@ def test_messages_prompt_format_reaches_both_backends():
     judge.model, judge.api = "m", "chat"
     path, body = judge._body(prompt, GenerationSettings(prompt_format="messages"))
     assert path == "/chat/completions" and body["messages"] == messages
+
+
+def test_reports_without_boxes_get_only_the_logical_numbers():
+    result = compute_metrics(["radfact"], {"a": "No pneumothorax."}, {"a": "No pneumothorax. Cardiomegaly."})
+    assert result.corpus["radfact_logical_precision"] == 0.5 and result.corpus["radfact_logical_recall"] == 1.0
+    assert not [k for k in list(result.corpus) + list(result.per_sample) if "spatial" in k or "grounding" in k]
+    assert any("no sentence has boxes" in m for m in result.messages)

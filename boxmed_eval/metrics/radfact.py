@@ -392,6 +392,13 @@ class RadFactMetric(Metric):
             corpus[f"radfact_{kind}_f1"] = f1(corpus[f"radfact_{kind}_precision"], corpus[f"radfact_{kind}_recall"])
         corpus.update({"radfact_judge_failures": float(failures), "radfact_invalid_samples": float(invalid),
                        "radfact_unplaced_boxes": float(unplaced), "radfact_samples": float(len(valid_ids))})
+        if not any(j.precision_side.boxed or j.recall_side.boxed for j in judged.values()):  # type: ignore[union-attr]
+            # no box anywhere: the grounding and spatial numbers do not exist (not written as NaN)
+            for name in [n for n in list(corpus) + list(result.per_sample) if n.startswith(("radfact_grounding",
+                                                                                          "radfact_spatial"))]:
+                corpus.pop(name, None)
+                result.per_sample.pop(name, None)
+            result.messages.append("radfact: no sentence has boxes; only the logical precision/recall are computed")
         result.corpus = corpus
         result.conventions = {"radfact_entailment": self.entailment, "radfact_mask_size": self.mask_size,
                               "radfact_box_precision_threshold": self.threshold,
