@@ -420,3 +420,46 @@ def test_reports_without_boxes_get_only_the_logical_numbers():
     assert result.corpus["radfact_logical_precision"] == 0.5 and result.corpus["radfact_logical_recall"] == 1.0
     assert not [k for k in list(result.corpus) + list(result.per_sample) if "spatial" in k or "grounding" in k]
     assert any("no sentence has boxes" in m for m in result.messages)
+
+
+def test_llm_judge_through_a_local_model_counts_every_failed_reply(tmp_path, monkeypatch):
+    """The messages prompt through the transformers backend (a tiny random Llama with a chat
+    template): its replies are noise, so every call fails and is counted, scored not entailed."""
+    torch = pytest.importorskip("torch")
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    import boxmed_eval.metrics.entailment as entailment
+    from boxmed_eval.judges.hf import render_prompt
+
+    data = json.loads(entailment.FEW_SHOT_FILE.read_text(encoding="utf-8"))
+    short = {"system_message": data["system_message"], "examples": data["examples"][:1]}  # a short prompt for CPU
+    monkeypatch.setattr(entailment, "_few_shot_data", lambda: short)
+
+    folder = tmp_path / "tiny"
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>", "<pad>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator([data["system_message"], "reference hypothesis phrase evidence status"], trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="<pad>")
+    fast.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}"
+                          "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    fast.save_pretrained(folder)
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=16, intermediate_size=32,
+                                 num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                 max_position_embeddings=4096, bos_token_id=1, eos_token_id=2,
+                                 pad_token_id=3)).save_pretrained(folder)
+
+    prompt = entailment.entailment_prompt(["No pneumothorax."], "No left pneumothorax.")
+    rendered = render_prompt(prompt, "messages", AutoTokenizer.from_pretrained(folder))
+    assert rendered.startswith("<|system|>You are an AI radiology assistant") and rendered.endswith("<|assistant|>")
+    refs, hyps = {"s": "No pneumothorax."}, {"s": "No left pneumothorax. Cardiomegaly."}
+    options = {"judge": str(folder), "cache_dir": str(tmp_path), "max_new_tokens": 4, "dataset": "iu_xray"}
+    result = compute_metrics(["radfact"], refs, hyps, options={"radfact": options})
+    assert result.corpus["radfact_judge_failures"] == 3.0  # 2 generated + 1 reference sentence
+    assert result.corpus["radfact_logical_precision"] == 0.0 and result.corpus["radfact_logical_recall"] == 0.0
+    assert (tmp_path / "judge_cache.jsonl").read_text().count("\n") == 3
