@@ -271,7 +271,7 @@ class RadFactMetric(Metric):
                    "entailment both ways (rules judge, or RadFact's LLM prompt with judge=...) and box spatial "
                    "entailment on RadFact's 224x224 mask")
     needs = ("nothing for the rules judge (boxes in predictions and studies for the grounding/spatial numbers); "
-             "entailment=llm: judge=PATH_OR_URL (--metric-option radfact.judge=...)")
+             "entailment=llm: --judge radfact=PATH_OR_URL (or --metric-option radfact.judge=...)")
     provides = tuple(f"radfact_{n}" for n in SCORE_NAMES) + (
         "radfact_logical_f1", "radfact_grounding_f1", "radfact_spatial_f1", "radfact_judge_failures",
         "radfact_invalid_samples", "radfact_unplaced_boxes", "radfact_samples")
