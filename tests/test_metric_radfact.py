@@ -350,7 +350,8 @@ def test_box_consistency_counts_per_report_and_rates():
     # a: the left lower lobe box lies on the patient's right (a laterality error, and outside the
     # left lung's template: an anatomy error too); the right apical box sits low (anatomy)
     assert result.per_sample["laterality_errors"]["a"] == 1.0 and result.per_sample["anatomy_errors"]["a"] == 2.0
-    assert result.per_sample["laterality_errors"]["b"] == 0.0 and math.isnan(result.per_sample["laterality_errors"]["c"])
+    assert result.per_sample["laterality_errors"]["b"] == 0.0
+    assert math.isnan(result.per_sample["laterality_errors"]["c"])
     assert result.corpus["laterality_errors"] == 0.5  # 1 error over 2 grounded reports
     assert result.corpus["laterality_error_rate"] == pytest.approx(1 / 3)  # 3 sided boxes
     assert result.corpus["anatomy_error_rate"] == 0.5 and result.corpus["anatomy_checked_boxes"] == 4.0

@@ -94,7 +94,8 @@ def sentence_regions(sentence: str, category: str = "") -> tuple[tuple[str, ...]
     return regions, side_of(regions, chosen.finding)
 
 
-def check_box(box: Box, size: tuple[int, int] | None = None, *, threshold: float = ANATOMY_THRESHOLD) -> BoxCheck | None:
+def check_box(box: Box, size: tuple[int, int] | None = None, *,
+              threshold: float = ANATOMY_THRESHOLD) -> BoxCheck | None:
     """Check one box against its phrase; None when it has no phrase or no image size."""
     corners = _normalised(box, size)
     if corners is None or not box.phrase.strip():

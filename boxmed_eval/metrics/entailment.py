@@ -280,7 +280,8 @@ def rules_verdict(premises: Sequence[str], hypothesis: str) -> Verdict:
     evidence: set[int] = set()
     premise_statements = [sentence_statements(p) for p in premises]
     for statement in sentence_statements(hypothesis):
-        support = [i for i, found in enumerate(premise_statements) if any(statement_supports(statement, s) for s in found)]
+        support = [i for i, found in enumerate(premise_statements)
+                   if any(statement_supports(statement, s) for s in found)]
         if not support:
             return Verdict(NOT_ENTAILMENT, [])
         evidence.update(support)
