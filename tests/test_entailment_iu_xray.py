@@ -69,6 +69,10 @@ PAIRS = [
     ("CXR3980_IM-2039", "bibasilar opacities, left greater", "CXR2999_IM-1383-0001", "left lung base", True),
     ("CXR2999_IM-1383-0001", "left lung base", "CXR2165_IM-0781-0001", "development of bibasilar opacities", False),
     ("CXR2644_IM-1130", "lymph node in the right hilum", "CXR2485_IM-1013", "Calcified left hilar", False),
+    # severity: a stated size must be the premise's; "no large effusion" leaves small ones open
+    ("CXR1105_IM-0072-1001", "Mild cardiomegaly", "CXR2615_IM-1106", "Moderate cardiomegaly", False),
+    ("CXR3299_IM-1575", "No large pleural effusion", "CXR951_IM-2447", "No pleural effusion", False),
+    ("CXR951_IM-2447", "No pleural effusion", "CXR3280_IM-1561", "No large pleural effusion", True),
     # uncertainty is not a definite finding, nor its absence
     ("CXR343_IM-1658", "Cannot exclude early pulmonary edema", "CXR229_IM-0873", "findings of pulmonary edema", False),
 ]

@@ -102,7 +102,7 @@ def test_boxes_attach_to_their_sentences():
 # ------------------------------------------------------------------------ hand-worked scores
 
 REF_A = "Small left pleural effusion. No pneumothorax. Heart size is normal."
-HYP_A = "Left pleural effusion. Mild cardiomegaly. No left pneumothorax."
+HYP_A = "Small left effusion. Mild cardiomegaly. No left pneumothorax."
 
 
 def _hand_case():
@@ -112,7 +112,7 @@ def _hand_case():
         "b": Study("b", [], "The lungs are clear."),
     }
     predictions = {
-        "a": Prediction("a", HYP_A, boxes=[Box(650, 550, 950, 850, phrase="Left pleural effusion.", **size),
+        "a": Prediction("a", HYP_A, boxes=[Box(650, 550, 950, 850, phrase="Small left effusion.", **size),
                                            Box(300, 400, 700, 800, phrase="Mild cardiomegaly.", **size)]),
         "b": Prediction("b", "The lungs are clear. Cardiomegaly."),
     }
@@ -125,7 +125,7 @@ def test_radfact_scores_worked_by_hand():
     refs, hyps, studies, predictions = _hand_case()
     result = compute_metrics(["radfact"], refs, hyps, studies=studies, predictions=predictions)
     per = result.per_sample
-    # study a, generated side: "Left pleural effusion." entailed by the reference's first sentence,
+    # study a, generated side: "Small left effusion." entailed by the reference's first sentence,
     # "Mild cardiomegaly." not, "No left pneumothorax." entailed by "No pneumothorax." -> 2/3.
     # Its boxed sentences: the effusion (entailed; box cells 145..212 x 123..190 = 67 x 67, inside
     # the evidence box 134..201 x 112..179 on 56 x 56 -> 3136 / 4489 = 0.699 > 0.5: spatially
@@ -468,8 +468,9 @@ def test_llm_judge_through_a_local_model_counts_every_failed_reply(tmp_path, mon
 
 def test_rules_judge_agrees_with_radfacts_own_labelled_examples():
     """RadFact's 67 few-shot phrase judgements (written by its authors, binarised) are an
-    outside check of the deterministic judge: 63 agree when this test was written (the four
-    misses are severity, persistence and an opacity-vs-consolidation call; README)."""
+    outside check of the deterministic judge: 64 agree when this test was written (the three
+    misses are a persistence, an infiltrate-vs-markings and an opacity-vs-consolidation call;
+    README)."""
     from boxmed_eval.metrics.entailment import _few_shot_data
 
     agree = total = 0
@@ -480,4 +481,4 @@ def test_rules_judge_agrees_with_radfacts_own_labelled_examples():
             for answer in answers:
                 total += 1
                 agree += rules_verdict(premises, answer["phrase"]).entailed == (answer["status"] == "entailment")
-    assert total == 67 and agree >= 60
+    assert total == 67 and agree >= 61

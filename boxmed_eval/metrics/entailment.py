@@ -33,8 +33,9 @@ that support it are its evidence. A premise statement supports a hypothesis stat
   hypothesis's place lies inside the premise's (``no pneumothorax`` entails ``no left
   pneumothorax``, not the reverse). Left and right never support each other.
 
-Severity, size and change over time ("small", "large", "stable", "increased") are not
-compared: "large left effusion" and "small left effusion" entail each other.
+Severity (small / moderate / large, read from the words next to a mention) must agree when the
+hypothesis states one ("small left effusion" entails "left effusion", not "moderate left
+effusion"). Change over time ("new", "persistent", "increased") is not compared.
 
 **llm**: RadFact's entailment-verification prompt (its system message and its 10 few-shot
 examples turned into single-phrase human/assistant turns, statuses made binary, every turn a
@@ -104,6 +105,30 @@ _CARDIOMEDIASTINUM = frozenset({"heart", "mediastinum"})
 _READS_NORMAL = re.compile(r"\b(?:clear|normal|unremarkable|intact|negative|no|not|without|free|midline|"
                            r"expanded|aerated|inflated)\b")  # not "stable": a stable nodule is not normal
 OTHER_FINDING = "Other finding"
+SEVERITY_WORDS: dict[str, re.Pattern[str]] = {
+    "small": re.compile(r"^(?:tiny|small|trace|minimal|minimally|mild|mildly|slight|slightly|subtle)$"),
+    "moderate": re.compile(r"^(?:moderate|moderately)$"),
+    "large": re.compile(r"^(?:large|larger|severe|severely|massive|extensive|marked|markedly|huge)$"),
+}
+_WORD = re.compile(r"[a-z]+")
+_LIST_JOINT = re.compile(r",|;|\b(?:or|and|nor|with)\b")
+
+
+def severity_near(text: str, start: int, end: int, clause: tuple[int, int]) -> str | None:
+    """The severity a mention's neighbours state: the nearest severity word among the four words
+    before it in its list item ("small left pleural effusion"), else among the three after it
+    ("heart size is mildly enlarged")."""
+    # within the mention's list item: "no pneumothorax or large effusion" is no large pneumothorax
+    before_text = _LIST_JOINT.split(text[clause[0]:start].lower())[-1]
+    after_text = _LIST_JOINT.split(text[end:clause[1]].lower())[0]
+    before = _WORD.findall(before_text)[-4:]
+    after = _WORD.findall(after_text)[:3]
+    for words in (reversed(before), after):
+        for word in words:
+            for name, pattern in SEVERITY_WORDS.items():
+                if pattern.match(word):
+                    return name
+    return None
 
 # CheXpert hierarchy (child -> parent), as the CheXpert paper draws it.
 PARENT: dict[str, str] = {
@@ -125,6 +150,7 @@ class Statement:
     extent: frozenset[str]
     side: str | None
     regions: tuple[str, ...] = ()
+    severity: str | None = None  # small / moderate / large, when the words next to the mention say
 
 
 def side_of(regions: Sequence[str], clause: str = "") -> str | None:
@@ -193,7 +219,9 @@ def sentence_statements(sentence: str) -> tuple[Statement, ...]:
         if mention.disease == "Enlarged Cardiomediastinum" and extent <= _CARDIOMEDIASTINUM:
             # the cardiomediastinal silhouette is heart and mediastinum, however the sentence names it
             extent = _CARDIOMEDIASTINUM
-        found.append(Statement(mention.disease, int(mention.label), extent, side, regions))
+        bounds = mention.clause if mention.clause != (0, 0) else (0, len(text))
+        found.append(Statement(mention.disease, int(mention.label), extent, side, regions,
+                               severity_near(text, mention.start, mention.end, bounds)))
     return tuple(found)
 
 
@@ -210,6 +238,13 @@ def _observation_supports(hyp: Statement, prem: Statement) -> bool:
 def statement_supports(hyp: Statement, prem: Statement) -> bool:
     """Whether premise statement ``prem`` supports hypothesis statement ``hyp``."""
     if hyp.polarity != prem.polarity or not _observation_supports(hyp, prem):
+        return False
+    # a stated severity must be the premise's ("small effusion" does not entail "moderate
+    # effusion"); an absence is entailed only by an absence at least as wide ("no effusion"
+    # entails "no large effusion", not the reverse)
+    if hyp.polarity != 0 and hyp.severity is not None and hyp.severity != prem.severity:
+        return False
+    if hyp.polarity == 0 and prem.severity is not None and prem.severity != hyp.severity:
         return False
     if UNSPECIFIED & (hyp.extent | prem.extent):
         return False  # no place to compare: only an identical sentence is entailed
