@@ -97,6 +97,11 @@ def test_boxes_attach_to_their_sentences():
     assert [len(s.boxes) for s in ref] == [1, 0, 1] and unplaced == 1  # the phrase-less box
     cand, unplaced = grounded_report(text, boxes, own_sentences_for_unplaced=False)
     assert len(cand) == 2 and unplaced == 2
+    # a phrase that is not verbatim goes to the sentence that entails it
+    report = "There is patchy opacity at the left lung base. No pleural effusion."
+    placed, unplaced = grounded_report(report, [Box(0, 0, 1, 1, phrase="Left basilar opacity", image_width=9,
+                                                    image_height=9)], own_sentences_for_unplaced=True)
+    assert [len(s.boxes) for s in placed] == [1, 0] and unplaced == 0
 
 
 # ------------------------------------------------------------------------ hand-worked scores

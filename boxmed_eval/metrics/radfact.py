@@ -23,9 +23,11 @@ no sentence, or no boxed / entailed boxed sentence), as RadFact's ``np.nanmean``
 Sentences: reports are split with :func:`boxmed_model.cot.split_sentences` (the split the
 BoxMed-RL plugin grounds). A box belongs to the sentence whose text equals its ``phrase``
 (after RadFact's normalisation), else to the first sentence that contains the phrase or is
-contained in it; a reference box whose phrase is in no sentence becomes a grounded sentence of
-its own (MS-CXR phrases are often not verbatim report text); a predicted box without a phrase,
-or whose phrase is in no sentence, is left out and counted (``radfact_unplaced_boxes``).
+contained in it, else to the first sentence that entails the phrase by the rules judge
+("Left basilar opacity." -> "There is patchy opacity at the left lung base."); a reference box
+whose phrase matches no sentence becomes a grounded sentence of its own; a predicted box
+without a phrase, or whose phrase matches no sentence, is left out and counted
+(``radfact_unplaced_boxes``).
 
 Judges (option ``entailment``): ``rules`` (default; no model, see
 :mod:`boxmed_eval.metrics.entailment`) or ``llm`` (RadFact's prompt through ``judge=`` a local
@@ -153,7 +155,9 @@ def _sentence_for(phrase: str, sentences: Sequence[str]) -> int:
     for index, sentence in enumerate(normalised):
         if sentence and (target in sentence or sentence in target):
             return index
-    return -1
+    # not verbatim (MS-CXR phrases rarely are): the first sentence that entails the phrase
+    verdict = rules_verdict(list(sentences), phrase)
+    return verdict.evidence[0] if verdict.entailed and verdict.evidence else -1
 
 
 def grounded_report(text: str, boxes: Sequence[Box], *, image_size: tuple[int, int] | None = None,
