@@ -315,7 +315,7 @@ def test_llm_evidence_from_outside_the_report_drops_the_study(tmp_path):
 
 
 def test_llm_judge_refuses_credentialed_data_on_a_remote_server():
-    metric = METRICS.get("radfact")(judge="http://judge.example.org:8000/v1", dataset="mimic_cxr")
+    metric = METRICS.get("radfact")(judge="http://192.0.2.1:8000/v1", dataset="mimic_cxr")
     ok, reason = metric.available()
     assert not ok and "refusing to send" in reason
 
