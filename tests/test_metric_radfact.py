@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from boxmed_eval.errors import BoxmedError, DataError
 from boxmed_eval.metrics import METRICS, compute_metrics
@@ -487,3 +488,35 @@ def test_rules_judge_agrees_with_radfacts_own_labelled_examples():
                 total += 1
                 agree += rules_verdict(premises, answer["phrase"]).entailed == (answer["status"] == "entailment")
     assert total == 67 and agree >= 61
+
+
+def test_radfact_on_an_ms_cxr_format_fixture(tmp_path):
+    """The MS-CXR adapter's studies (findings = the phrases as sentences, boxes in pixels of
+    400 x 500 images) against predictions worked out by hand."""
+    from boxmed_eval.datasets import get_dataset
+    from tests.test_dataset_ms_cxr import DICOM_A, MS_CXR_CSV_NAME, PATH_A, ROWS, write_csv
+
+    root = tmp_path / "mimic-cxr-jpg"
+    (root / PATH_A).parent.mkdir(parents=True)
+    Image.new("L", (400, 500), 90).save(root / PATH_A, format="JPEG")
+    write_csv(root / MS_CXR_CSV_NAME, [row for row in ROWS if row[0] == DICOM_A])
+    study = next(s for s in get_dataset("ms_cxr", root).load("test") if s.id == DICOM_A)
+    assert study.findings == "Small left pleural effusion. Bilateral opacities."
+    size = {"image_width": 400, "image_height": 500}
+    prediction = Prediction(DICOM_A, "Small left pleural effusion. Bilateral opacities. No pneumothorax.", boxes=[
+        Box(200, 300, 280, 360, phrase="Small left pleural effusion.", **size),  # the reference box
+        Box(250, 110, 370, 250, phrase="Bilateral opacities.", **size)])  # one of the two reference boxes
+    args = ({DICOM_A: study.findings}, {DICOM_A: prediction.report})
+    kwargs = {"studies": {DICOM_A: study}, "predictions": {DICOM_A: prediction}}
+    per = compute_metrics(["radfact"], *args, **kwargs).per_sample
+    # generated: 2 of 3 entailed (nothing about pneumothorax in the reference); both boxes lie
+    # inside their evidence boxes -> grounding 1, spatial 2/2
+    assert per["radfact_logical_precision"][DICOM_A] == pytest.approx(2 / 3)
+    assert per["radfact_grounding_precision"][DICOM_A] == 1.0 and per["radfact_spatial_precision"][DICOM_A] == 1.0
+    # reference: both entailed. The two opacity boxes on the 224 mask: x 20..120 -> cells 11..67,
+    # y 100..250 -> 44..112 (56 x 68 = 3808); x 250..370 -> 140..207, y 110..250 -> 49..112
+    # (67 x 63 = 4221); only the second is under the predicted box: 4221 / 8029 = 0.526 > 0.5
+    assert per["radfact_logical_recall"][DICOM_A] == 1.0 and per["radfact_spatial_recall"][DICOM_A] == 1.0
+    strict = compute_metrics(["radfact"], *args, **kwargs, options={"radfact": {"threshold": 0.53}}).per_sample
+    assert strict["radfact_grounding_recall"][DICOM_A] == 0.5  # 0.526 no longer passes
+    assert strict["radfact_grounding_precision"][DICOM_A] == 1.0  # the generated side is unchanged
