@@ -155,6 +155,16 @@ def test_radfact_scores_worked_by_hand():
     assert corpus["radfact_grounding_f1"] == 1.0 and corpus["radfact_spatial_f1"] == pytest.approx(2 / 3)
     assert corpus["radfact_judge_failures"] == 0.0 and corpus["radfact_samples"] == 2.0
     assert result.conventions["radfact_entailment"] == "rules"
+    table = result.tables["radfact_sentences"]
+    generated_a = table[(table["id"] == "a") & (table["report"] == "generated")]
+    assert list(generated_a["status"]) == ["entailment", "not_entailment", "entailment"]
+    assert list(generated_a["evidence"]) == ["1", "", "2"]  # sentence numbers in the reference
+    assert list(generated_a["spatial"]) == ["spatial_entailment", "no_spatial_entailment", "no_boxes"]
+    # no dataset named: reference text stays out of the table; a public dataset's is written
+    assert set(table[table["report"] == "reference"]["text"]) == {""}
+    public = compute_metrics(["radfact"], refs, hyps, studies=studies, predictions=predictions,
+                             options={"radfact": {"dataset": "iu_xray"}}).tables["radfact_sentences"]
+    assert public[public["report"] == "reference"]["text"].iloc[0] == "Small left pleural effusion."
 
     # a stricter threshold than the effusion box's 0.699 removes its spatial entailment
     strict = compute_metrics(["radfact"], refs, hyps, studies=studies, predictions=predictions,

@@ -37,6 +37,11 @@ and always counted: ``radfact_judge_failures`` (corpus total and per study); the
 variant ``failures=exclude`` leaves failed sentences out of every denominator instead. A study
 where the LLM cites evidence that is not a sentence of the other report is dropped by RadFact
 (its scores are NaN here too), counted in ``radfact_invalid_samples``.
+
+Every judged sentence is written to ``radfact_sentences.csv`` in the run directory (report,
+text, number of boxes, verdict, evidence, spatial status), to audit the numbers; the reference
+sentences' text only for a registered public dataset (``iu_xray``, ``demo``), never for
+credentialed or unnamed data.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from boxmed_eval.errors import BoxmedError, DataError, MissingResourceError
 from boxmed_eval.judges.metric import JUDGE_OPTIONS, JudgedMetric
@@ -267,6 +273,25 @@ class StudyJudgement:
     unplaced_boxes: int = 0
 
 
+def sentence_table(judged: dict[str, StudyJudgement], *, reference_text: bool = True) -> pd.DataFrame:
+    """One row per judged sentence (RadFact's per-sample export, flattened): which report it is
+    from, its text and boxes, the verdict, its evidence (sentence numbers of the other report,
+    from 1) and its spatial status. ``reference_text=False`` leaves the reference sentences'
+    text out (credentialed or unknown data must not spread beyond its files)."""
+    rows = []
+    for study_id, j in judged.items():
+        for side, sentences, verdicts, statuses in (("generated", j.candidate, j.candidate_verdicts, j.candidate_status),
+                                                    ("reference", j.reference, j.reference_verdicts, j.reference_status)):
+            for number, (sentence, verdict, status) in enumerate(zip(sentences, verdicts, statuses), start=1):
+                text = sentence.text if (reference_text or side == "generated") else ""
+                rows.append({"id": study_id, "report": side, "sentence": number, "text": text,
+                             "boxes": len(sentence.boxes), "status": verdict.status, "failed": verdict.failed,
+                             "evidence": " ".join(str(i + 1) for i in verdict.evidence), "spatial": status,
+                             "study_valid": j.valid})
+    columns = ["id", "report", "sentence", "text", "boxes", "status", "failed", "evidence", "spatial", "study_valid"]
+    return pd.DataFrame(rows, columns=columns)
+
+
 # ------------------------------------------------------------------------------------- the metric
 
 @METRICS.register("radfact")
@@ -389,7 +414,11 @@ class RadFactMetric(Metric):
             failures += p.failures + r.failures
             unplaced += j.unplaced_boxes
             rewrites += sum(v.rewritten for v in j.candidate_verdicts + j.reference_verdicts)
-        result = MetricResult(per_sample=dict(per))
+        from boxmed_eval.judges.phi import is_known_public
+
+        public = is_known_public(self.options.get("dataset"))
+        result = MetricResult(per_sample=dict(per),
+                              tables={"radfact_sentences": sentence_table(judged, reference_text=public)})
         valid_ids = [i for i, j in judged.items() if j.valid]
         corpus = {f"radfact_{n}": _nanmean([per[f"radfact_{n}"][i] for i in valid_ids]) for n in SCORE_NAMES}
         for kind in ("logical", "grounding", "spatial"):
@@ -405,6 +434,7 @@ class RadFactMetric(Metric):
             result.messages.append("radfact: no sentence has boxes; only the logical precision/recall are computed")
         result.corpus = corpus
         result.conventions = {"radfact_entailment": self.entailment, "radfact_mask_size": self.mask_size,
+                              "radfact_sentences_reference_text": public,
                               "radfact_box_precision_threshold": self.threshold,
                               "radfact_failed_calls": self.failures}
         if self._judge is not None:
