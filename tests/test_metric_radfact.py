@@ -383,6 +383,9 @@ def test_demo_reference_boxes_are_consistent():
     refs = {s.id: s.findings for s in studies}
     result = compute_metrics(["box_consistency", "radfact"], refs, dict(refs), predictions=predictions,
                              studies={s.id: s for s in studies})
+    audit = compute_metrics(["box_consistency"], refs, dict(refs), studies={s.id: s for s in studies},
+                            options={"box_consistency": {"boxes": "reference"}})  # the same boxes, as references
+    assert audit.corpus == {k: v for k, v in result.corpus.items() if k in audit.corpus}
     assert result.corpus["laterality_checked_boxes"] > 20
     assert result.corpus["laterality_error_rate"] == 0.0 and result.corpus["anatomy_error_rate"] == 0.0
     # a report scored against itself: every sentence and every box entailed

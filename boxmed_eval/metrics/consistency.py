@@ -14,6 +14,9 @@ has one, else its first present finding, else its first chain) names the region(
   named region always passes; they catch boxes that are plainly elsewhere (a "right apical"
   box at the left base, a "cardiac silhouette" box over the lung apex), not small offsets.
 
+Option ``boxes=reference`` checks the studies' own boxes instead (an audit of a dataset's
+box labels, e.g. MS-CXR's), under the same names.
+
 Reported per study (NaN when the prediction has no box with a phrase): ``laterality_errors``
 and ``anatomy_errors`` (counts); corpus: their means per grounded report, the rates
 ``laterality_error_rate`` (errors / sided boxes) and ``anatomy_error_rate`` (errors / boxes
@@ -127,6 +130,9 @@ class BoxConsistencyMetric(Metric):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
+        self.boxes = str(options.get("boxes") or "prediction")
+        if self.boxes not in ("prediction", "reference"):
+            raise BoxmedError(f"--metric-option box_consistency.boxes={self.boxes!r}: choose prediction or reference")
         value = options.get("threshold", ANATOMY_THRESHOLD)
         try:
             self.threshold = float(value)
@@ -143,14 +149,19 @@ class BoxConsistencyMetric(Metric):
         studies = studies or {}
         predictions = predictions or {}
         result = MetricResult(conventions={"box_consistency_display": "patient's left on the image's right",
-                                           "box_consistency_threshold": self.threshold})
+                                           "box_consistency_threshold": self.threshold,
+                                           "box_consistency_boxes": self.boxes})
         lat: dict[str, float] = {}
         ana: dict[str, float] = {}
         sided = sided_errors = checked = anatomy_errors = 0
         for study_id in references:
-            prediction = predictions.get(study_id)
-            checks = check_boxes(prediction.boxes if prediction else [], study_image_size(studies.get(study_id)),
-                                 threshold=self.threshold)
+            study = studies.get(study_id)
+            if self.boxes == "reference":
+                boxes = study.boxes if study else []
+            else:
+                prediction = predictions.get(study_id)
+                boxes = prediction.boxes if prediction else []
+            checks = check_boxes(boxes, study_image_size(study), threshold=self.threshold)
             if not checks:
                 lat[study_id] = ana[study_id] = math.nan
                 continue
@@ -163,7 +174,7 @@ class BoxConsistencyMetric(Metric):
             anatomy_errors += ana_errors
         grounded = [i for i in lat if not math.isnan(lat[i])]
         if not grounded:
-            result.messages.append("box_consistency skipped: no predicted box has a phrase and an image size")
+            result.messages.append(f"box_consistency skipped: no {self.boxes} box has a phrase and an image size")
             return result
         result.per_sample = {"laterality_errors": lat, "anatomy_errors": ana}
         result.corpus = {
