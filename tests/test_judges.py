@@ -428,3 +428,25 @@ def test_judge_options_from_cli():
         judge_options_from_cli(["green=a/b", "green=c/d"], [])
     with pytest.raises(BoxmedError, match="nothing after"):
         judge_options_from_cli(["gema="], [])
+
+
+def test_the_server_endpoint_is_part_of_the_cache_key(tmp_path):
+    """A server's chat endpoint applies its chat template, completions does not: the replies
+    differ, so a cache written through one must not answer the other."""
+    from boxmed_eval.judges.cache import cache_key
+    from boxmed_eval.metrics.gema import GemaMetric
+    from boxmed_eval.metrics.green import GreenMetric
+
+    server = {"judge": "http://127.0.0.1:9/v1", "dataset": "iu_xray"}
+    chat = GreenMetric(**server).settings()
+    completions = GreenMetric(**server, judge_api="completions").settings()
+    assert (chat.server_api, completions.server_api) == ("chat", "completions")
+    assert cache_key("m", chat, "p") != cache_key("m", completions, "p")
+    # chat keys are those written before the endpoint was part of the key
+    assert cache_key("m", chat, "p") == cache_key("m", GenerationSettings(max_new_tokens=chat.max_new_tokens,
+                                                                        prompt_format="green"), "p")
+    assert GemaMetric(**server).settings().server_api == "completions"  # gemascore's raw prompt
+    assert GemaMetric(**server, judge_api="chat").settings().server_api == "chat"
+    local = tmp_path / "judge"
+    local.mkdir()
+    assert GreenMetric(judge=str(local)).settings().server_api == ""

@@ -45,6 +45,10 @@ class GenerationSettings:
     max_new_tokens: int = 1024
     repetition_penalty: float | None = None
     prompt_format: str = "chat"
+    # An OpenAI-compatible server's endpoint: "chat" (the server applies its chat template) or
+    # "completions" (the prompt is sent as formatted here); empty for local judges. The two can
+    # answer the same prompt differently, so they must not share cached replies.
+    server_api: str = ""
 
     def __post_init__(self) -> None:
         if self.prompt_format not in PROMPT_FORMATS:
@@ -52,8 +56,13 @@ class GenerationSettings:
 
     def describe(self) -> str:
         """A stable string of the settings, part of the cache key."""
-        return (f"format={self.prompt_format};max_new_tokens={self.max_new_tokens};"
-                f"repetition_penalty={self.repetition_penalty}")
+        described = (f"format={self.prompt_format};max_new_tokens={self.max_new_tokens};"
+                     f"repetition_penalty={self.repetition_penalty}")
+        # "chat" adds nothing, so that caches written before the endpoint was part of the key
+        # (all chat) stay valid
+        if self.server_api and self.server_api != "chat":
+            described += f";server_api={self.server_api}"
+        return described
 
 
 class JudgeBackend(ABC):

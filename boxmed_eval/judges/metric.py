@@ -46,6 +46,7 @@ class JudgedMetric(Metric):
     default_repo: ClassVar[str] = ""
     default_subfolder: ClassVar[str] = ""
     default_max_new_tokens: ClassVar[int] = 1024
+    default_judge_api: ClassVar[str] = "chat"
     default_dtype: ClassVar[str | None] = None  # None: the model's own half precision on GPU
     repetition_penalty: ClassVar[float | None] = None
     prompt_format: ClassVar[str] = "chat"
@@ -87,9 +88,15 @@ class JudgedMetric(Metric):
         return judge_availability(self._spec, metric=self.name, default_repo=self.default_repo,
                                   dataset=self.dataset, allow_remote_phi=self.allow_remote_phi)
 
+    @property
+    def judge_api(self) -> str:
+        """The server endpoint used with an OpenAI-compatible judge (``judge_api`` option)."""
+        return str(self.options.get("judge_api") or self.default_judge_api)
+
     def settings(self) -> GenerationSettings:
+        server_api = self.judge_api if self.spec.kind == "openai" else ""
         return GenerationSettings(max_new_tokens=self.max_new_tokens, repetition_penalty=self.repetition_penalty,
-                                  prompt_format=self.prompt_format)
+                                  prompt_format=self.prompt_format, server_api=server_api)
 
     def make_backend(self) -> JudgeBackend:
         options = self.options
@@ -99,8 +106,8 @@ class JudgedMetric(Metric):
                                allow_remote_phi=self.allow_remote_phi, concurrency=options.get("concurrency"),
                                timeout_s=options.get("timeout_s"),
                                use_proxy=_as_bool(options.get("use_proxy", False)))
-        if options.get("judge_api") and hasattr(backend, "api"):
-            backend.api = str(options["judge_api"])
+        if hasattr(backend, "api"):
+            backend.api = self.judge_api
         self._served_model = backend.identity  # e.g. the model a server reports serving
         return backend
 
