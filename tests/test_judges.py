@@ -450,3 +450,23 @@ def test_the_server_endpoint_is_part_of_the_cache_key(tmp_path):
     local = tmp_path / "judge"
     local.mkdir()
     assert GreenMetric(judge=str(local)).settings().server_api == ""
+
+
+def test_a_total_token_bound_gives_each_prompt_what_it_would_get_alone(tiny_model_dir):
+    """green_score's generate(max_length=2048): prompt + reply tokens are bounded, per prompt."""
+    from boxmed_eval.judges.hf import HFJudge
+
+    prompts = ["short one", "a somewhat longer prompt about pleural effusion and cardiomegaly", "x"]
+    batched = HFJudge(tiny_model_dir, batch_size=3, device="cpu")
+    lengths = [len(batched.tokenizer(p)["input_ids"]) for p in prompts]
+    total = max(lengths) + 3
+    settings = GenerationSettings(max_new_tokens=1, prompt_format="raw", max_total_tokens=total)
+    replies = dict(batched.generate(prompts, settings))
+    single = HFJudge(tiny_model_dir, batch_size=1, device="cpu")
+    assert replies == dict(single.generate(prompts, settings))
+    for index, prompt in enumerate(prompts):  # the same as asking for total - prompt length new tokens
+        alone = GenerationSettings(max_new_tokens=total - lengths[index], prompt_format="raw")
+        assert replies[index] == dict(single.generate([prompt], alone))[0]
+    assert len({total - n for n in lengths}) == 3  # three different budgets in one batch
+    assert GreenMetric(judge=str(tiny_model_dir)).settings().max_total_tokens == 2048
+    assert GreenMetric(judge="http://127.0.0.1:9/v1").settings().max_total_tokens is None

@@ -49,6 +49,9 @@ class GenerationSettings:
     # "completions" (the prompt is sent as formatted here); empty for local judges. The two can
     # answer the same prompt differently, so they must not share cached replies.
     server_api: str = ""
+    # A local judge's bound on prompt + reply tokens (green_score's generate(max_length=2048));
+    # when set it replaces max_new_tokens there. Servers are bounded by max_new_tokens.
+    max_total_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.prompt_format not in PROMPT_FORMATS:
@@ -62,6 +65,8 @@ class GenerationSettings:
         # (all chat) stay valid
         if self.server_api and self.server_api != "chat":
             described += f";server_api={self.server_api}"
+        if self.max_total_tokens is not None:
+            described += f";max_total_tokens={self.max_total_tokens}"
         return described
 
 

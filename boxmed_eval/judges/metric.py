@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 # Options every judged metric accepts (``Metric(**options)``); others are ignored with a warning.
 JUDGE_OPTIONS = ("judge", "judge_model", "batch_size", "cache_dir", "dataset", "allow_remote_phi",
-                 "trust_remote_code", "max_new_tokens", "device", "dtype", "concurrency", "timeout_s", "judge_api", "use_proxy")
+                 "trust_remote_code", "max_new_tokens", "max_total_tokens", "device", "dtype", "concurrency", "timeout_s", "judge_api", "use_proxy")
 
 
 def _as_bool(value: Any) -> bool:
@@ -47,6 +47,7 @@ class JudgedMetric(Metric):
     default_subfolder: ClassVar[str] = ""
     default_max_new_tokens: ClassVar[int] = 1024
     default_judge_api: ClassVar[str] = "chat"
+    default_max_total_tokens: ClassVar[int | None] = None  # local judges only; None: max_new_tokens bounds
     default_dtype: ClassVar[str | None] = None  # None: the model's own half precision on GPU
     repetition_penalty: ClassVar[float | None] = None
     prompt_format: ClassVar[str] = "chat"
@@ -59,6 +60,7 @@ class JudgedMetric(Metric):
         super().__init__(**options)
         self.batch_size = _positive(self.name, options, "batch_size", int, 8)
         self.max_new_tokens = _positive(self.name, options, "max_new_tokens", int, self.default_max_new_tokens)
+        self.max_total_tokens = _positive(self.name, options, "max_total_tokens", int, self.default_max_total_tokens)
         # checked now, so that a typo fails before any judging, not as a skipped metric later
         for key, kind in (("concurrency", int), ("timeout_s", float)):
             if options.get(key) not in (None, ""):
@@ -94,9 +96,10 @@ class JudgedMetric(Metric):
         return str(self.options.get("judge_api") or self.default_judge_api)
 
     def settings(self) -> GenerationSettings:
-        server_api = self.judge_api if self.spec.kind == "openai" else ""
+        server = self.spec.kind == "openai"
         return GenerationSettings(max_new_tokens=self.max_new_tokens, repetition_penalty=self.repetition_penalty,
-                                  prompt_format=self.prompt_format, server_api=server_api)
+                                  prompt_format=self.prompt_format, server_api=self.judge_api if server else "",
+                                  max_total_tokens=None if server else self.max_total_tokens)
 
     def make_backend(self) -> JudgeBackend:
         options = self.options
@@ -130,4 +133,5 @@ class JudgedMetric(Metric):
         return {f"{self.name}_judge": spec.model_name or self._served_model or spec.display,
                 f"{self.name}_judge_backend": "openai" if spec.kind == "openai" else "hf",
                 f"{self.name}_max_new_tokens": self.max_new_tokens,
+                f"{self.name}_max_total_tokens": self.max_total_tokens if spec.kind != "openai" else None,
                 f"{self.name}_cache": CACHE_FILE if self.cache_dir is not None else None}
