@@ -263,7 +263,8 @@ def _cell_html(cell: Cell, label: bool) -> str:
         text = f"<b>{text}</b>"
     if cell.marks:
         text += f'<sup class="stars">{html.escape(cell.marks)}</sup>'
-    value = "" if cell.value is None else f" data-value={_attr(repr(cell.value))}"
+    raw = cell.value if isinstance(cell.value, str) else repr(cell.value)
+    value = "" if cell.value is None else f" data-value={_attr(raw)}"
     return f'<td class="{"label" if label else "num"}"{value}>{text}</td>'
 
 
