@@ -520,9 +520,19 @@ def load_cases(run: RunData, name: str, data_root: Path | None = None) -> RunCas
     labels = read_labels(path / LABELS_CSV) if (path / LABELS_CSV).exists() else {}
     judges = {judge: read_judge_replies(path / table) for judge, table in JUDGE_TABLES.items()
               if (path / table).exists()}
-    columns = list(run.scores.columns) if run.scores is not None else []
+    columns = _case_columns(list(run.scores.columns)) if run.scores is not None else []
     root = data_root or (Path(run.info["data_root"]) if run.info.get("data_root") else None)
     return RunCases(name, predictions, studies, labels, judges, columns, run.scores, root)
+
+
+CASE_COLUMNS_FIRST = ("bleu_1", "bleu_4", "meteor", "rouge_l", "cider", "chexpert_example_f1", "green", "gema_score",
+                      "grounding_miou", "radgraph_partial", "bertscore", "radcliq_v1")
+"""Per-sample columns the case table shows first (the paper's metrics); the others follow."""
+
+
+def _case_columns(columns: list[str]) -> list[str]:
+    first = [c for c in CASE_COLUMNS_FIRST if c in columns]
+    return first + [c for c in columns if c not in first]
 
 
 def _resolve_image(raw: str, run_path: Path, data_root: Path | None) -> Path | None:

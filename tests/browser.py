@@ -137,8 +137,9 @@ class Browser:
 
     def screenshot(self, path: Path, *, full_page: bool = False, clip: dict[str, float] | None = None) -> Path:
         params: dict[str, Any] = {"format": "png"}
-        if clip is not None:
+        if clip is not None:  # document coordinates
             params["clip"] = {**clip, "scale": 1}
+            params["captureBeyondViewport"] = True
         elif full_page:
             params["captureBeyondViewport"] = True
         data = self.send("Page.captureScreenshot", **params)["data"]

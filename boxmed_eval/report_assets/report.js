@@ -229,14 +229,20 @@
     var table = el("table", { "class": "data labels" }, [el("thead", {}, [el("tr", {}, [
       el("th", { text: "CheXpert class" }), el("th", { text: "reference" }), el("th", { text: "generated" })])])]);
     var body = el("tbody");
+    var blank = 0;
     classes.forEach(function (name, k) {
+      // a class neither text mentions says nothing: counted, not listed
+      if (entry.lr[k] === "." && entry.lg[k] === ".") { blank += 1; return; }
       var cls = differ.indexOf(k) >= 0 ? "c disagree" : "c";
       body.appendChild(el("tr", { "data-class": name, "class": differ.indexOf(k) >= 0 ? "disagree" : "" }, [
         el("td", { text: name }), el("td", { "class": cls, text: LABEL_TEXT[entry.lr[k]] }),
         el("td", { "class": cls, text: LABEL_TEXT[entry.lg[k]] })]));
     });
     table.appendChild(body);
-    return el("div", {}, [el("h4", { text: "CheXpert labels (" + differ.length + " disagreements, marked)" }), table]);
+    var heading = "CheXpert labels: " + differ.length + (differ.length === 1 ? " disagreement" : " disagreements") +
+      " (positive on one side only, marked)";
+    return el("div", {}, [el("h4", { text: heading }), table,
+      blank ? el("p", { "class": "notes", text: blank + " classes mentioned by neither text" }) : null]);
   }
 
   function judgeBlock(name, entry) {
