@@ -36,6 +36,7 @@ class Browser:
         self._process: subprocess.Popen[bytes] | None = None
         self._socket: Any = None
         self._next_id = 0
+        self.errors: list[str] = []  # uncaught JavaScript exceptions of the page
 
     @staticmethod
     def available() -> str | None:
@@ -103,6 +104,9 @@ class Browser:
         self._socket.send(json.dumps({"id": message_id, "method": method, "params": params}))
         while True:
             message = json.loads(self._socket.recv())
+            if message.get("method") == "Runtime.exceptionThrown":
+                details = message["params"]["exceptionDetails"]
+                self.errors.append(details.get("exception", {}).get("description") or details.get("text", "?"))
             if message.get("id") == message_id:
                 if "error" in message:
                     raise BrowserError(f"{method}: {message['error']}")

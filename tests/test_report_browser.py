@@ -44,6 +44,7 @@ def browser(demo_report: Path):
     with Browser(width=1280, height=1000) as b:
         b.open(demo_report / "report.html")
         yield b
+        assert b.errors == []  # no uncaught exception in the page's script
 
 
 def test_metric_table_shows_summary_json(demo_report, browser):
@@ -149,3 +150,30 @@ def _save_small(browser: Browser, target: Path, chosen: str) -> None:
     with Image.open(raw) as image:
         image.convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(target, optimize=True)
     raw.unlink()
+
+
+def test_several_runs_compare_and_switch(tmp_path):
+    from tests.test_report import full_run
+
+    from boxmed_eval.report import build_report
+
+    runs = [full_run(tmp_path / name, quality=q, seed=s, n=30) for name, q, s in (("full", 0.8, 1), ("ablated", 0.3, 2))]
+    page = build_report(runs, tmp_path / "two.html", n_resamples=0).path
+    scores = [pd.read_csv(r / "scores.csv", dtype={"id": str}).set_index("id") for r in runs]
+    with Browser() as b:
+        b.open(page)
+        assert b.js("document.querySelector('#comparison').offsetParent !== null")
+        visible = "Array.from(document.querySelectorAll('table.matrix')).filter(t => !t.hidden).map(t => t.dataset.metric)"
+        first = b.js(visible)
+        assert len(first) == 1
+        b.js("(s => { s.value = '1'; s.dispatchEvent(new Event('change')); })(document.getElementById('matrix-metric'))")
+        assert len(b.js(visible)) == 1 and b.js(visible) != first
+        cell = "document.querySelector('#cases tbody tr td:nth-child(2)').innerText"
+        study = b.js("document.querySelector('#cases tbody tr').dataset.id")
+        assert b.js("document.querySelector('#cases th:nth-child(2)').title") == "bleu_1"
+        assert b.js(cell) == f"{scores[0].loc[study, 'bleu_1']:.4f}"
+        b.js("(s => { s.value = '1'; s.dispatchEvent(new Event('change')); })(document.getElementById('case-run'))")
+        assert b.js(cell) == f"{scores[1].loc[study, 'bleu_1']:.4f}"
+        b.js("document.querySelector('#cases tbody tr').click()")
+        assert b.js("document.querySelectorAll('#case-detail .judge[data-judge=green] pre').length") == 1
+        assert b.errors == []
