@@ -402,7 +402,7 @@ class ImageSource:
         try:
             with Image.open(path) as image:
                 width, height = image.size
-                thumb = image.convert("L")
+                thumb = _grey8(image)
                 thumb.thumbnail((self.size, self.size))
                 buffer = io.BytesIO()
                 thumb.save(buffer, format="JPEG", quality=THUMBNAIL_QUALITY, optimize=True)
@@ -424,6 +424,19 @@ class ImageSource:
             src = "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
         self._cache[cache_key] = (src, width, height)
         return self._cache[cache_key]
+
+
+def _grey8(image: Any) -> Any:
+    """An 8-bit grey copy. 16-bit and float images (PNG radiographs) are scaled min..max first:
+    PIL's convert("L") would clip them to 255."""
+    from PIL import Image
+
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        pixels = np.asarray(image, dtype=np.float64)
+        low, high = float(pixels.min()), float(pixels.max())
+        scaled = (pixels - low) / (high - low) * 255 if high > low else np.zeros_like(pixels)
+        return Image.fromarray(scaled.astype(np.uint8))
+    return image.convert("L")
 
 
 def _safe_name(text: str) -> str:
@@ -454,20 +467,19 @@ def read_labels(path: Path) -> dict[str, dict[str, str]]:
         raise DataError(f"missing columns {', '.join(missing)}", file=path,
                         fix="re-score the run with the chexpert metric to rewrite it")
     out: dict[str, dict[str, str]] = {"reference": {}, "prediction": {}}
-    for number, row in enumerate(frame.itertuples(index=False), start=2):
-        record = row._asdict()
-        side = record["side"]
+    values = frame[list(CHEXPERT_CLASSES)].to_numpy(dtype=str)
+    for number, (study_id, side, row) in enumerate(zip(frame["id"], frame["side"], values), start=2):
         if side not in out:
             raise DataError(f"side {side!r} is neither 'reference' nor 'prediction'", file=path, record=f"row {number}")
         codes = []
-        for position, name in enumerate(CHEXPERT_CLASSES):
-            value = str(row[2 + position]).strip()
+        for name, raw in zip(CHEXPERT_CLASSES, row):
+            value = raw.strip()
             value = {"1.0": "1", "0.0": "0", "-1.0": "-1"}.get(value, value)
             if value not in _LABEL_CODE:
                 raise DataError(f"label {value!r} for {name!r} is not 1, 0, -1 or blank", file=path,
                                 record=f"row {number}")
             codes.append(_LABEL_CODE[value])
-        out[side][str(record["id"])] = "".join(codes)
+        out[side][str(study_id)] = "".join(codes)
     return out
 
 

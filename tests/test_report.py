@@ -330,3 +330,14 @@ def test_cli_writes_the_page_and_prints_its_path(tmp_path):
     assert (run / "report.html").is_file()
     missing = CliRunner().invoke(main, ["report", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "run directory not found" in missing.output
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
+    run = full_run(tmp_path / "run", n=1)
+    image_path = tmp_path / "images_root" / "s000" / "0.png"
+    pixels = np.linspace(0, 4095, 200 * 160).reshape(160, 200).astype(np.uint16)  # 12-bit data in 16 bits
+    Image.fromarray(pixels).save(image_path)
+    assert Image.open(image_path).mode.startswith("I")
+    result = build_report([run], tmp_path / "r.html", images="link")
+    thumb = np.asarray(Image.open(result.files_dir / "s000_0.jpg"))
+    assert thumb.min() < 10 and thumb.max() > 245 and 100 < thumb.mean() < 155  # the full grey range, not white
