@@ -38,7 +38,7 @@ from boxmed_eval.records import CHEXPERT_CLASSES, Box, Prediction, Study, atomic
 from boxmed_eval.rundata import GREEN_CRITERIA, PREDICTIONS_JSONL, RunData, read_predictions
 from boxmed_eval.stats import (CE_COUNT_COLUMNS, MEAN, PER_SAMPLE_PROXIES, CorpusStatistic, bleu_statistic,
                                bleu_sufficient_statistics, ce_micro_statistic, compare_runs, paired_bootstrap, stars)
-from boxmed_eval.tables import Cell, Table, comparison_table, metric_label, per_class_table
+from boxmed_eval.tables import STANDARD_METRICS, Cell, Table, comparison_table, metric_label, per_class_table
 
 log = logging.getLogger(__name__)
 
@@ -208,8 +208,9 @@ def bootstrap_interval(rows: np.ndarray, statistic: CorpusStatistic, *, n_resamp
 
 def metric_rows(runs: Sequence[RunData], texts: Sequence[tuple[dict[str, str], dict[str, str]] | None], *,
                 n_resamples: int, seed: int) -> list[MetricRow]:
-    """One row per metric of any run (first run's summary order first), one cell per run."""
-    order: list[str] = []
+    """One row per metric of any run (the paper's columns first, then summary.json's order), one
+    cell per run."""
+    order = [m for m in STANDARD_METRICS if any(m in run.summary for run in runs)]
     for run in runs:
         order += [m for m in run.summary if m not in order]
     counts = [bleu_rows(run, run_texts) if any(re.fullmatch(r"bleu_[1-4]", m) for m in run.summary) else None
@@ -220,7 +221,7 @@ def metric_rows(runs: Sequence[RunData], texts: Sequence[tuple[dict[str, str], d
         for run, run_bleu in zip(runs, counts):
             value = run.summary.get(metric)
             if value is None or not math.isfinite(value):
-                cells.append(MetricCell(value if value is not None else None))
+                cells.append(MetricCell(value))
                 continue
             found = ci_statistic(run, metric, run_bleu) if n_resamples > 0 else None
             if found is None:

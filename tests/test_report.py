@@ -122,6 +122,15 @@ def full_run(path: Path, *, quality: float = 0.5, seed: int = 0, n: int = 12) ->
                                                     for p in predictions))
     pd.DataFrame(labels).to_csv(path / "chexpert_labels.csv", index=False)
     pd.DataFrame(replies).to_csv(path / "green_replies.csv", index=False)
+    pd.DataFrame({"id": ids, "gema_score": 0.4, "parse_problem": "",
+                  "reply": [f'output: {{"weighted_final_score": 0.4, "study": "{i}"}}' for i in ids]}
+                 ).to_csv(path / "gema_replies.csv", index=False)
+    scores = pd.read_csv(path / "scores.csv", dtype={"id": str})
+    scores["gema_score"] = np.linspace(0.2, 0.6, n)
+    scores.to_csv(path / "scores.csv", index=False)
+    summary = json.loads((path / "summary.json").read_text())
+    summary["gema_score"] = float(scores["gema_score"].mean())
+    (path / "summary.json").write_text(json.dumps(summary))
     info = json.loads((path / "run.json").read_text())
     info.update(data_root=str(root), versions={"boxmed-eval": "0.1.0"}, git_revision="abc123")
     (path / "run.json").write_text(json.dumps(info))
@@ -155,7 +164,8 @@ def test_full_run_page_holds_every_section(tmp_path):
         assert shown[metric]["text"] == f"{summary[metric]:.4f}"
     data = case_data(page)
     assert [c["id"] for c in data["cases"]] == [f"s{i:03d}" for i in range(12)]
-    assert data["has"] == {"images": True, "boxes": True, "labels": True, "reasoning": True, "judges": ["green"]}
+    assert data["has"] == {"images": True, "boxes": True, "labels": True, "reasoning": True,
+                           "judges": ["gema", "green"]}
     references = [json.loads(line) for line in (run / "references.jsonl").read_text().splitlines()]
     predictions = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
     labels = pd.read_csv(run / "chexpert_labels.csv", dtype=str, keep_default_na=False)
@@ -172,7 +182,9 @@ def test_full_run_page_holds_every_section(tmp_path):
             assert entry["boxes"][0][:4] == [10, 20, 60, 80]
         if prediction.get("reasoning"):
             assert entry["reasoning"] == "Look at the heart.done"
-        assert "Study " + case["id"] + " explained." in entry["judges"]["green"]["reply"]
+        # GREEN: the explanation (after "[Explanation]:"); GEMA: the reply as written
+        assert entry["judges"]["green"]["reply"].startswith("Study " + case["id"] + " explained.")
+        assert f'"study": "{case["id"]}"' in entry["judges"]["gema"]["reply"]
         for side, key in (("reference", "lr"), ("prediction", "lg")):
             row = labels[(labels["id"] == case["id"]) & (labels["side"] == side)].iloc[0]
             expected = "".join({"1": "1", "0": "0", "-1": "u", "": "."}[row[c]] for c in CHEXPERT_CLASSES)
@@ -229,6 +241,7 @@ def test_demo_like_bleu_interval_uses_ngram_counts(tmp_path):
     # a run scored from files: cases without images, no per-class section
     data = case_data(page)
     assert data["has"]["images"] is False and "images" not in data["cases"][0]
+    assert data["has"]["boxes"] is False and data["has"]["labels"] is False and data["has"]["judges"] == []
     assert "per-class-section" not in page.ids and "<svg" not in report.path.read_text()
 
 
