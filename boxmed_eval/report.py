@@ -45,8 +45,9 @@ log = logging.getLogger(__name__)
 ASSETS = Path(__file__).resolve().parent / "report_assets"
 IMAGE_MODES: tuple[str, ...] = ("auto", "embed", "link", "none")
 AUTO_EMBED_LIMIT = 1000
-"""``images="auto"`` embeds the thumbnails of up to this many studies (one file of ~10 MB at
-most) and links them beyond (a 3,858-study MIMIC-CXR test split would make a ~40 MB page)."""
+"""``images="auto"`` embeds the thumbnails of up to this many studies (a page of about 12 MB
+with 256-pixel thumbnails) and links them beyond: embedded, a 3,858-study MIMIC-CXR test split
+makes a 44 MB page, linked an 8.4 MB one (benchmarks/bench_report.py)."""
 REFERENCES_JSONL = "references.jsonl"
 LABELS_CSV = "chexpert_labels.csv"
 JUDGE_TABLES = {"green": "green_replies.csv", "gema": "gema_replies.csv"}
