@@ -360,7 +360,8 @@ def score_run_directory(run_dir: "RunDirectory", references: list[PhraseReferenc
     started = time.perf_counter()
     result = score_queries(references, answers, str(options.get("matching", "hungarian")))
     no_box = sum(1 for r in references if not answers[r.query.id].boxes)
-    extra = {"n_queries": len(references), "n_queries_without_box": no_box,
+    extra = {"n_studies": len({r.query.study_id for r in references}), "n_queries": len(references),
+             "n_queries_without_box": no_box,
              "scoring_seconds": round(time.perf_counter() - started, 3)}
     summary = run_dir.write_results(result, [r.query.id for r in references], extra_summary=extra)
     return summary
@@ -406,3 +407,88 @@ def grounding_table(runs: list[Any], digits: int = 3) -> Any:
              "AP@0.5 COCO-style (101 recall points) per category, All = their mean."]
     return Table(headers, [(None, rows)], caption=caption, notes=notes, latex_label="tab:grounding",
                  csv_headers=["category" if len(runs) == 1 else "run", *columns])
+
+
+# ---------------------------------------------------------------------------- imported predictions
+
+def _size_of(obj: dict[str, Any], fallback: Box | None) -> tuple[Any, Any]:
+    width = obj.get("image_width") or (fallback.image_width if fallback else None)
+    height = obj.get("image_height") or (fallback.image_height if fallback else None)
+    return width, height
+
+
+def _import_boxes(items: Any, fmt: str, width: Any, height: Any, *, path: Path, where: str) -> list[Box]:
+    from boxmed_eval.boxes import box_from_record
+
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise DataError("'boxes' must be a list", file=path, record=where, fix="write boxes as a JSON list")
+    out = []
+    for n, item in enumerate(items):
+        try:
+            out.append(box_from_record(item, fmt, width, height))
+        except ValueError as exc:
+            fix = ("add image_width and image_height to the record (or to each box)" if "needed" in str(exc)
+                   else f"boxes are in --box-format {fmt}: see `boxmed-eval score --help`")
+            raise DataError(f"box {n}: {exc}", file=path, record=where, fix=fix) from None
+    return out
+
+
+def read_reference_boxes(path: Path) -> dict[str, list[Box]]:
+    """``{id: boxes}`` of a JSONL reference file whose records carry ``boxes`` in the harness's
+    format (pixels ``x1,y1,x2,y2`` with phrase, category, image size: ``references.jsonl``)."""
+    out: dict[str, list[Box]] = {}
+    if path.suffix.lower() != ".jsonl":
+        return out
+    for number, obj in iter_jsonl(path):
+        if obj.get("boxes") and "id" in obj:
+            out[str(obj["id"])] = _import_boxes(obj["boxes"], "xyxy", None, None, path=path, where=f"line {number}")
+    return out
+
+
+def import_report_boxes(path: Path, fmt: str, studies: dict[str, Study]) -> dict[str, list[Box]]:
+    """The ``boxes`` of a JSONL prediction file (``score --pred``), converted from ``fmt`` to pixels;
+    a normalised format takes the image size from the record, else from the study's boxes."""
+    out: dict[str, list[Box]] = {}
+    if path.suffix.lower() != ".jsonl":
+        return out
+    for number, obj in iter_jsonl(path):
+        if "boxes" not in obj or "id" not in obj:
+            continue
+        study = studies.get(str(obj["id"]))
+        width, height = _size_of(obj, study.boxes[0] if study and study.boxes else None)
+        out[str(obj["id"])] = _import_boxes(obj["boxes"], fmt, width, height, path=path,
+                                            where=f"line {number} (id {obj['id']})")
+    return out
+
+
+def import_grounding_answers(path: Path, fmt: str, references: list[PhraseReference]) -> dict[str, GroundingAnswer]:
+    """Grounding answers of a JSONL file: each record names its query by ``id`` (``<study>#<n>``)
+    or by ``study_id`` + ``phrase``, with ``boxes`` in convention ``fmt``."""
+    by_id = {r.query.id: r for r in references}
+    by_phrase = {(r.query.study_id, r.query.phrase.lower()): r for r in references}
+    answers: dict[str, GroundingAnswer] = {}
+    for number, obj in iter_jsonl(path):
+        where = f"line {number}"
+        ref = by_id.get(str(obj.get("id"))) if "id" in obj else None
+        if ref is None and "study_id" in obj and "phrase" in obj:
+            from boxmed_eval.text import prepare_findings
+
+            ref = by_phrase.get((str(obj["study_id"]), prepare_findings(str(obj["phrase"])).strip().lower()))
+        if ref is None:
+            raise DataError(f"no reference phrase for this record (id {obj.get('id')!r}, study_id {obj.get('study_id')!r},"
+                            f" phrase {obj.get('phrase')!r})", file=path, record=where,
+                            fix="name the query by 'id' (<study id>#<n>, as in grounding_predictions.jsonl) or by "
+                                "'study_id' and the reference 'phrase'")
+        if ref.query.id in answers:
+            raise DataError(f"query {ref.query.id!r} is answered twice", file=path, record=where,
+                            fix="one record per (study, phrase)")
+        width, height = _size_of(obj, ref.boxes[0])
+        boxes = _import_boxes(obj.get("boxes"), fmt, width, height, path=path, where=f"{where} (query {ref.query.id})")
+        answers[ref.query.id] = GroundingAnswer(ref.query.id, boxes)
+    missing = [r.query.id for r in references if r.query.id not in answers]
+    if missing:
+        raise DataError(f"{len(missing)} reference phrases have no answer (e.g. {', '.join(missing[:5])})", file=path,
+                        fix="answer every (study, phrase) of the references (an empty 'boxes' list scores 0)")
+    return answers
