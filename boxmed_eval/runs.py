@@ -231,7 +231,7 @@ class RunDirectory:
         if existing is None and not overwrite:
             # shards are excluded: another rank of this very launch may have started first
             orphans = [p.name for p in self.output_files() if p.name != "run.json"
-                       and not p.name.startswith("predictions.rank")]
+                       and not p.name.startswith(("predictions.rank", "grounding_predictions.rank"))]
             if orphans:
                 raise BoxmedError(f"{self.path} holds {', '.join(orphans)} but no run.json, so it is not a run "
                                   "this command can resume (the predictions may come from another model). "

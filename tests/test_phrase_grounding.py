@@ -228,3 +228,51 @@ def test_boxmedrl_tiny_grounding_run_on_demo(tmp_path: Path) -> None:
     assert "| All |" in result.output
     summary = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert summary["n_queries"] >= 1 and 0.0 <= summary["pg_miou"] <= 1.0
+
+
+def test_sharded_grounding_run_merges_and_compare_pairs_queries(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from boxmed_eval.evaluation import RunConfig, run
+
+    config = RunConfig(model="retrieval", dataset="demo", out=str(tmp_path / "s"), limit=8, task="grounding",
+                       model_args={"max_train": 40})
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    run(config)  # rank 1 writes its share and leaves
+    assert (tmp_path / "s" / "grounding_predictions.rank1.jsonl").exists()
+    monkeypatch.setenv("RANK", "0")
+    _, summary = run(config)
+    assert not list((tmp_path / "s").glob("grounding_predictions.rank*.jsonl"))
+    monkeypatch.delenv("WORLD_SIZE")
+    monkeypatch.delenv("RANK")
+    single = RunConfig(model="retrieval", dataset="demo", out=str(tmp_path / "one"), limit=8, task="grounding",
+                       model_args={"max_train": 40})
+    _, reference = run(single)
+    # the merged file is in query order and scores like an unsharded run
+    assert (tmp_path / "s" / "grounding_predictions.jsonl").read_text() == \
+        (tmp_path / "one" / "grounding_predictions.jsonl").read_text()
+    assert summary["pg_miou"] == reference["pg_miou"]
+    # compare pairs the runs query by query (another neighbour count changes some answers)
+    other = RunConfig(model="retrieval", dataset="demo", out=str(tmp_path / "k1"), limit=8, task="grounding",
+                      model_args={"max_train": 40, "ground_neighbours": 1})
+    run(other)
+    result = _cli("compare", str(tmp_path / "one"), str(tmp_path / "k1"), "--metrics", "pg_iou,pg_acc_0.5",
+                  "--alternative", "two-sided", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    rows = {line.split(",")[0]: line.split(",") for line in result.output.splitlines()[1:]}
+    assert set(rows) == {"pg_iou", "pg_acc_0.5"}
+    assert float(rows["pg_iou"][1]) == pytest.approx(reference["pg_miou"], abs=1e-9)  # BASE = mean of per-query IoU
+
+
+def test_latte_cxr_grounding_queries(tmp_path: Path) -> None:
+    from tests.test_dataset_latte import write_fixture
+
+    root = write_fixture(tmp_path / "latte")
+    refs = build_queries(get_dataset("latte_cxr", root).load("test"))
+    # two radiologists' boxes of one statement on one image are one query with both boxes
+    assert [(r.query.phrase, r.category, len(r.boxes)) for r in refs][:2] == [
+        ("Left basilar atelectasis", "Atelectasis", 2), ("Small left pleural effusion.", "Pleural abnormality", 1)]
+    result = _cli("run", "--task", "grounding", "--model", "retrieval", "--dataset", "latte_cxr", "--data-root",
+                  str(root), "--out", str(tmp_path / "l"))
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "l" / "summary.json").read_text())["n_queries"] == len(refs)
