@@ -204,6 +204,10 @@ def run_grounding(config: "RunConfig", run_dir: "RunDirectory") -> tuple["RunDir
     from boxmed_eval.runs import IDENTITY_FIELDS
 
     rank, world = distributed_rank()
+    others = sorted(set(config.metric_options) - {"grounding"})
+    if others:
+        raise BoxmedError(f"--metric-option {others[0]}.* (or --judge) does not apply to --task grounding; "
+                          "it takes grounding.matching only")
     model_cls = get_model_class(config.model)
     require_ground(model_cls, config.model)
     dataset = get_dataset(config.dataset, config.data_root, **config.dataset_options)

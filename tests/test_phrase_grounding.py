@@ -118,6 +118,11 @@ def test_retrieval_grounding_run_on_demo_resumes_and_refuses(tmp_path: Path) -> 
     union = _cli("score", "--run", str(out), "--metric-option", "grounding.matching=union")
     assert union.exit_code == 0 and "matched by union" in union.output
     assert json.loads((out / "summary.json").read_text())["conventions"]["grounding_matching"] == "union"
+    wrong = CliRunner().invoke(main, ["score", "--run", str(out), "--metrics", "nlg"])
+    assert wrong.exit_code == 2 and "do not apply to phrase grounding" in wrong.output
+    wrong = CliRunner().invoke(main, ["run", "--task", "grounding", "--model", "retrieval", "--dataset", "demo",
+                                      "--limit", "8", "--out", str(out), "--metric-option", "nlg.preprocess=none"])
+    assert wrong.exit_code == 2 and "does not apply to --task grounding" in wrong.output
     table = _cli("grounding-table", str(out), str(out), "--format", "csv")
     assert table.exit_code == 0 and table.output.splitlines()[0].startswith("run,n,miou")
 

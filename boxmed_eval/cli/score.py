@@ -54,6 +54,9 @@ def score_command(pred: str | None, ref: str | None, run_path: str | None, out: 
         raise BoxmedError(f"{run_path} is not a run directory (no such folder)")
     with RunDirectory(target).lock():
         if task == "grounding" or _is_grounding_run(run_path):
+            if metrics or judge or judge_model:
+                raise BoxmedError("--metrics and --judge do not apply to phrase grounding (its numbers are fixed: "
+                                  "mIoU, Acc@IoU, AP); choose the matching with --metric-option grounding.matching=...")
             _score_grounding(pred, ref, run_path, target, metric_option, dataset, overwrite, box_format)
             return
         _score(pred, ref, run_path, target, metrics, metric_option, dataset, overwrite, allow_missing_metrics,
