@@ -67,7 +67,7 @@ def scale_box(box: Box, factor: float) -> Box:
                category=box.category, region=box.region,
                image_width=round(box.image_width * factor) if box.image_width else None,
                image_height=round(box.image_height * factor) if box.image_height else None,
-               image_index=box.image_index)
+               image_index=box.image_index, score=box.score)
 
 
 def resized_to_original(box: Box, scale: float = PAPER_RESIZE_SCALE) -> Box:

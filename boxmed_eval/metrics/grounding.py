@@ -28,9 +28,9 @@ many reference boxes were scored); per study ``grounding_miou`` and ``grounding_
 Detection numbers (:mod:`boxmed_eval.detection`, COCO-style as pycocotools): per class
 (``Box.category``, e.g. MS-CXR's category_name) AP at IoU 0.5 in ``grounding_per_class.csv``
 and their mean ``grounding_map_0.5``; the "images" are the studies' images, a predicted box
-counts for the class its ``category`` names, ranked by its ``score`` (boxes without one score
-1.0: ranked in input order; ``grounding_ap_scored`` in the conventions says which). AP has no
-per-study value.
+counts for the class its ``category`` names (a box without one: class "(none)", so it matches
+no named reference class), ranked by its ``score`` (boxes without one score 1.0: ranked in
+input order; ``grounding_ap_scored`` in the conventions says which). AP has no per-study value.
 """
 
 from __future__ import annotations
