@@ -155,3 +155,60 @@ def test_grounding_metric_reports_ap_per_class() -> None:
     assert result.conventions["grounding_ap_scored"].startswith("no box scores")
     # greedy: s1 refs get 1.0 and 0.0 (the effusion box has IoU 0 with both predictions), s2: 0
     assert result.corpus["grounding_miou"] == pytest.approx(1 / 3)
+
+
+def test_ap_equals_cocoeval_on_real_chestx_det10_boxes() -> None:
+    """Real box geometry and class frequencies (ChestX-Det10 test split, 10 classes, 1024x1024 NIH
+    images): detections are seeded jittered copies of the references, some missing, some of the
+    wrong class, plus strays; our per-class AP equals COCOeval's at IoU 0.5 and 0.75."""
+    import json
+
+    from tests.conftest import shared_data
+
+    entries = json.loads(shared_data("bbox", "chestx_det10_test.json").read_text())
+    rng = np.random.default_rng(0)
+    classes = sorted({c for e in entries for c in e["syms"]})
+    refs, dets = [], []
+    for image, entry in enumerate(entries, start=1):
+        for cls, (x1, y1, x2, y2) in zip(entry["syms"], entry["boxes"]):
+            refs.append((image, cls, B(x1, y1, x2, y2)))
+            roll = rng.random()
+            if roll < 0.15:
+                continue  # missed
+            w, h = x2 - x1, y2 - y1
+            jx, jy = rng.normal(0, 0.15 * w), rng.normal(0, 0.15 * h)
+            label = str(rng.choice(classes)) if roll > 0.9 else cls
+            box = B(max(0, x1 + jx), max(0, y1 + jy), min(1024, x2 + jx), min(1024, y2 + jy), round(rng.random(), 2))
+            if box.x2 > box.x1 and box.y2 > box.y1:
+                dets.append((image, label, box))
+        if rng.random() < 0.3:  # a stray detection
+            x, y = rng.uniform(0, 900, 2)
+            dets.append((image, str(rng.choice(classes)), B(x, y, x + 60, y + 60, round(rng.random(), 2))))
+    assert len(refs) > 500 and len(classes) == 10
+    for threshold in (0.5, 0.75):
+        theirs = _cocoeval_ap(refs, dets, threshold)
+        ours = average_precision(refs, dets, iou_threshold=threshold, images=list(range(1, len(entries) + 1)))
+        assert ours.per_class == pytest.approx(theirs, abs=1e-12)
+        assert 0.0 < ours.mean < 1.0  # neither trivial nor empty
+
+
+def test_real_nih_boxes_through_every_convention() -> None:
+    """The NIH ChestX-ray8 box list is x,y,w,h on 1024x1024 images: read as xywh and through
+    every convention and back."""
+    import csv
+
+    from boxmed_eval.boxes import BOX_FORMATS, box_from_record, from_pixel_box, to_pixel_box
+    from tests.conftest import shared_data
+
+    with shared_data("bbox", "nih_BBox_List_2017.csv").open(newline="") as handle:
+        rows = list(csv.reader(handle))[1:]
+    assert len(rows) == 984
+    for row in rows:
+        x, y, w, h = (float(v) for v in row[2:6])
+        box = box_from_record([x, y, w, h], "xywh", 1024, 1024)
+        assert (box.x1, box.y1, box.x2, box.y2) == (x, y, x + w, y + h)
+        for fmt in BOX_FORMATS:
+            back = to_pixel_box(from_pixel_box(box, fmt), fmt, 1024, 1024)
+            tolerance = {"qwen": 0.5 * 1024 / 1000, "maira2": 1024 / 100 + 1}.get(fmt, 1e-9)
+            assert max(abs(a - b) for a, b in zip((back.x1, back.y1, back.x2, back.y2),
+                                                  (box.x1, box.y1, box.x2, box.y2))) <= tolerance
