@@ -281,3 +281,25 @@ def test_latte_cxr_grounding_queries(tmp_path: Path) -> None:
                   str(root), "--out", str(tmp_path / "l"))
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "l" / "summary.json").read_text())["n_queries"] == len(refs)
+
+
+def test_grounding_run_is_locked_and_refuses_another_configuration(tmp_path: Path) -> None:
+    import os
+    import socket
+
+    from boxmed_eval.errors import BoxmedError
+    from boxmed_eval.evaluation import RunConfig, run
+
+    out = tmp_path / "g"
+    out.mkdir()
+    lock = out / ".boxmed-eval.lock"
+    lock.write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname(), "started": "now", "command": "x"}))
+    config = RunConfig(model="retrieval", dataset="demo", out=str(out), limit=4, task="grounding",
+                       model_args={"max_train": 20})
+    with pytest.raises(BoxmedError, match="is in use by pid"):
+        run(config)
+    lock.unlink()
+    run(config)
+    with pytest.raises(BoxmedError, match="holds a different run"):
+        run(RunConfig(model="retrieval", dataset="demo", out=str(out), limit=4, task="grounding",
+                      model_args={"max_train": 21}))
