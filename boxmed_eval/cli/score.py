@@ -152,6 +152,9 @@ def _score(pred: str | None, ref: str | None, run_path: str | None, out: str, me
         # Same inputs: resume (metrics already there and the judge cache are kept). Others:
         # refused unless --overwrite, which removes only what boxmed-eval wrote.
         previous = run_dir.read_config()
+        from boxmed_eval.phrase_grounding import check_task
+
+        check_task(run_dir, "report", overwrite)
         run_dir.start(config, overwrite=overwrite, identity=(*SCORE_IDENTITY, "box_format"), keep=inputs)
         ref_boxes = read_reference_boxes(Path(ref))  # a JSONL of studies with boxes (references.jsonl)
         studies = {i: Study(id=i, image_paths=[], findings=text, boxes=ref_boxes.get(i, []))
