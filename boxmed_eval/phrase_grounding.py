@@ -270,18 +270,25 @@ def generate_answers(plugin: "ReportGenerator", todo: list[PhraseReference], tar
               disable=None) as bar:
         for start in range(0, len(todo), batch_size):
             batch = todo[start:start + batch_size]
-            answers = plugin.ground([r.query for r in batch])
-            by_id = {a.id: a for a in answers} if isinstance(answers, list) else {}
-            expected = [r.query.id for r in batch]
-            if sorted(by_id) != sorted(expected) or len(answers) != len(batch):
-                raise BoxmedError(f"model {plugin.name!r} answered the wrong grounding queries (expected "
-                                  f"{expected[:5]}, got {sorted(by_id)[:5]}, {len(answers) if isinstance(answers, list) else '?'}"
-                                  f" answers for {len(batch)} queries)")
-            for answer in answers:
-                if not all(isinstance(b, Box) for b in answer.boxes):
-                    raise BoxmedError(f"model {plugin.name!r} returned a non-Box for query {answer.id!r}")
+            answers = list(plugin.ground([r.query for r in batch]))
+            _check_answers(plugin, [r.query.id for r in batch], answers)
+            by_id = {a.id: a for a in answers}
             append_answers(target, [by_id[r.query.id].to_dict(r.query) for r in batch])
             bar.update(len(batch))
+
+
+def _check_answers(plugin: "ReportGenerator", expected: list[str], answers: list[Any]) -> None:
+    """One GroundingAnswer of Box es per query of the batch, same ids: a plugin bug otherwise."""
+    if not all(isinstance(a, GroundingAnswer) for a in answers):
+        raise BoxmedError(f"model {plugin.name!r}: ground() must return GroundingAnswer objects")
+    got = [a.id for a in answers]
+    if sorted(got) != sorted(expected):
+        raise BoxmedError(f"model {plugin.name!r} answered the wrong grounding queries (missing "
+                          f"{sorted(set(expected) - set(got))[:5]}, unexpected {sorted(set(got) - set(expected))[:5]}, "
+                          f"{len(got)} answers for {len(expected)} queries)")
+    for answer in answers:
+        if not all(isinstance(b, Box) for b in answer.boxes):
+            raise BoxmedError(f"model {plugin.name!r} returned a non-Box for query {answer.id!r}")
 
 
 def _merge_shards(run_dir: "RunDirectory", references: list[PhraseReference], world: int,

@@ -303,3 +303,20 @@ def test_grounding_run_is_locked_and_refuses_another_configuration(tmp_path: Pat
     with pytest.raises(BoxmedError, match="holds a different run"):
         run(RunConfig(model="retrieval", dataset="demo", out=str(out), limit=4, task="grounding",
                       model_args={"max_train": 21}))
+
+
+def test_a_plugin_answering_the_wrong_queries_is_an_error(tmp_path: Path) -> None:
+    from boxmed_eval.errors import BoxmedError
+    from boxmed_eval.models.retrieval import RetrievalBaseline
+    from boxmed_eval.phrase_grounding import generate_answers
+
+    class Wrong(RetrievalBaseline):
+        name = "wrong"
+
+        def ground(self, queries):  # noqa: ANN001, ANN201
+            return [GroundingAnswer(q.id + "x", []) for q in queries]
+
+    refs = build_queries([get_dataset("demo").load("test")[4]])
+    with pytest.raises(BoxmedError, match="answered the wrong grounding queries"):
+        generate_answers(Wrong(), refs, tmp_path / "a.jsonl", batch_size=2, total=len(refs))
+    assert not (tmp_path / "a.jsonl").exists()  # nothing written for a bad batch
