@@ -267,6 +267,8 @@ def test_missing_and_unexpected_keys_are_named(tiny, tmp_path: Path) -> None:
         RadGraphInference(broken, "radgraph", bert_dir, device="cpu")
     with pytest.raises(BoxmedError, match="radgraph-xl__ner_labels"):  # the type names the vocabulary namespace
         RadGraphInference(folder, "radgraph-xl", bert_dir, device="cpu")
+    xl = RadGraphInference(folder, "radgraph-xl", bert_dir, device="cpu", dataset="radgraph")  # namespaces named
+    assert xl.archive.ner_labels == NER and split_words("a(b)", "radgraph-xl") == ["a", "(", "b", ")"]
 
 
 def test_pickled_objects_are_refused(tiny, tmp_path: Path) -> None:

@@ -33,7 +33,9 @@ the package's cache (``~/.cache/radgraph/<version>/<model_type>``) or the Huggin
 whose config and tokenizer the archive does not hold) comes from ``radgraph.bert=DIR``, env
 ``BOXMED_RADGRAPH_BERT`` or the Hugging Face cache. ``weights.th`` is read with
 ``weights_only=True`` and every key must be the one the package's ``load_state_dict(strict=True)``
-expects. ``radgraph.model_type``: ``radgraph`` (default: the model of CXR-Report-Metric's RadCliQ
+expects. ``radgraph.dataset=NAME`` picks the label namespaces ``NAME__ner_labels`` /
+``NAME__relation_labels`` of the vocabulary (default: the model type, as the package sets it).
+``radgraph.model_type``: ``radgraph`` (default: the model of CXR-Report-Metric's RadCliQ
 and of RadEval's ``radgraph``), ``radgraph-xl`` (the package's default) or ``modern-radgraph-xl``.
 The scoring functions below are boxmed-eval's own, written from the package's ``rewards.py`` and
 CXR-Report-Metric's ``radgraph_evaluate_model.py`` and tested on hand-made annotations.
@@ -133,9 +135,9 @@ class RadGraphMetric(Metric):
 
     def __init__(self, variant: str = "all", model: str | None = None, model_dir: str | None = None,
                  model_type: str = "radgraph", bert: str | None = None, device: str | None = None,
-                 batch_size: int = 8, **options: Any) -> None:
+                 batch_size: int = 8, dataset: str | None = None, **options: Any) -> None:
         super().__init__(variant=variant, model=model, model_dir=model_dir, model_type=model_type, bert=bert,
-                         device=device, batch_size=batch_size, **options)
+                         device=device, batch_size=batch_size, dataset=dataset, **options)
         if variant != "all" and variant not in VARIANT_NAMES:
             raise BoxmedError(f"radgraph.variant={variant!r}: use one of {', '.join(VARIANT_NAMES)} or all")
         from boxmed_eval.metrics.radgraph_model import MODEL_TYPES
@@ -149,6 +151,7 @@ class RadGraphMetric(Metric):
         self.bert_option = bert or os.environ.get(BERT_ENV)
         self.device = device
         self.batch_size = max(1, int(batch_size))
+        self.dataset = dataset
         self._folder: Path | None = None
         self._model: Any = None
 
@@ -209,7 +212,7 @@ class RadGraphMetric(Metric):
             return str(path)
         from boxmed_eval.metrics.radgraph_model import read_archive
 
-        name = read_archive(self.model_folder(), self.model_type).encoder_name
+        name = read_archive(self.model_folder(), self.model_type, self.dataset).encoder_name
         try:
             from huggingface_hub import snapshot_download
 
@@ -241,7 +244,7 @@ class RadGraphMetric(Metric):
             from boxmed_eval.metrics.radgraph_model import RadGraphInference
 
             self._model = RadGraphInference(self.model_folder(), self.model_type, self.encoder_source(),
-                                            device=self.device, batch_size=self.batch_size)
+                                            device=self.device, batch_size=self.batch_size, dataset=self.dataset)
         return self._model(reports) if reports else []
 
     def compute(self, references: dict[str, str], hypotheses: dict[str, str], *,

@@ -106,14 +106,15 @@ class RadGraphArchive:
     ffnn_hidden: int
     spans_per_word: float
     namespaces: dict[str, list[str]] = field(default_factory=dict)  # vocabulary namespace -> tokens by index
+    dataset: str = ""  # the DyGIE "dataset" of the documents: names the label namespaces (default: model_type)
 
     @property
     def ner_namespace(self) -> str:
-        return f"{self.model_type}__ner_labels"
+        return f"{self.dataset or self.model_type}__ner_labels"
 
     @property
     def relation_namespace(self) -> str:
-        return f"{self.model_type}__relation_labels"
+        return f"{self.dataset or self.model_type}__relation_labels"
 
     @property
     def ner_labels(self) -> list[str]:
@@ -161,9 +162,10 @@ def _require(config: dict[str, Any], path: str, file: Path) -> Any:
     return node
 
 
-def read_archive(folder: str | os.PathLike[str], model_type: str) -> RadGraphArchive:
+def read_archive(folder: str | os.PathLike[str], model_type: str, dataset: str | None = None) -> RadGraphArchive:
     """Read ``config.json`` and ``vocabulary/`` of an extracted RadGraph archive and check that this
-    inference supports them (NER + relation heads only, as in the published models)."""
+    inference supports them (NER + relation heads only, as in the published models). ``dataset``:
+    the document "dataset" whose label namespaces are used; the package sets it to ``model_type``."""
     folder = Path(folder)
     if model_type not in MODEL_TYPES:
         raise BoxmedError(f"radgraph.model_type={model_type!r}: use one of {', '.join(MODEL_TYPES)}")
@@ -197,13 +199,13 @@ def read_archive(folder: str | os.PathLike[str], model_type: str) -> RadGraphArc
         max_span_width=int(model["max_span_width"]), feature_size=int(model["feature_size"]),
         ffnn_layers=int(ffnn["num_layers"]), ffnn_hidden=int(hidden),
         spans_per_word=float(_require(config, "model.modules.relation.spans_per_word", config_file)),
-        namespaces=read_vocabulary(folder / "vocabulary"))
+        namespaces=read_vocabulary(folder / "vocabulary"), dataset=dataset or model_type)
     names = archive.namespaces
     for needed in (archive.ner_namespace, archive.relation_namespace):
         if needed not in names:
             raise DataError(f"vocabulary has no namespace {needed!r} (has {sorted(names)})", file=folder / "vocabulary",
                             fix=f"pass radgraph.model_type= the type this archive was trained as (one of "
-                                f"{', '.join(MODEL_TYPES)})")
+                                f"{', '.join(MODEL_TYPES)}), or radgraph.dataset=NAME for namespaces NAME__ner_labels")
     if any("trigger_labels" in n or "argument_labels" in n for n in names):
         raise DataError("vocabulary has event namespaces; not supported", file=folder / "vocabulary")
     if not archive.ner_labels or archive.ner_labels[0] != "":
@@ -373,11 +375,11 @@ class RadGraphInference:
     """Annotates reports with a RadGraph archive: ``RadGraphInference(folder, model_type, encoder_dir)(reports)``."""
 
     def __init__(self, folder: str | os.PathLike[str], model_type: str, encoder: str | os.PathLike[str],
-                 device: str | None = None, batch_size: int = 8) -> None:
+                 device: str | None = None, batch_size: int = 8, dataset: str | None = None) -> None:
         import torch
         from transformers import AutoConfig, AutoTokenizer
 
-        self.archive = read_archive(folder, model_type)
+        self.archive = read_archive(folder, model_type, dataset)
         try:
             encoder_config = AutoConfig.from_pretrained(str(encoder), local_files_only=True)
             self.tokenizer = AutoTokenizer.from_pretrained(str(encoder), local_files_only=True)
@@ -492,6 +494,9 @@ def extract_archive(path: Path) -> Path:
     target = Path(tempfile.mkdtemp(prefix="boxmed-radgraph-"))
     with tarfile.open(path, "r:*") as tar:
         tar.extractall(target, filter="data")
+    inner = [p for p in target.iterdir() if p.is_dir()]
+    if not (target / "config.json").exists() and len(inner) == 1:  # an archive of one folder
+        return inner[0]
     return target
 
 
