@@ -39,9 +39,9 @@ def _ff_keys(prefix: str, input_dim: int) -> dict[str, tuple[int, ...]]:
     return keys
 
 
-def head_shapes() -> dict[str, tuple[int, ...]]:
+def head_shapes(dataset: str = "radgraph") -> dict[str, tuple[int, ...]]:
     """The DyGIE key names and shapes of radgraph's weights.th (besides the BERT ones)."""
-    ner, rel = "radgraph__ner_labels", "radgraph__relation_labels"
+    ner, rel = f"{dataset}__ner_labels", f"{dataset}__relation_labels"
     shapes = {"_endpoint_span_extractor._span_width_embedding.weight": (WIDTH, FEATURE)}
     shapes.update(_ff_keys(f"_ner._ner_scorers.{ner}.0._module", SPAN))
     shapes.update({f"_ner._ner_scorers.{ner}.1._module.weight": (len(NER) - 1, FF),
@@ -64,15 +64,16 @@ def head_shapes() -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def write_archive(folder: Path, bert_dir: Path, max_length: int = 512, seed: int = 0) -> dict[str, torch.Tensor]:
-    from transformers import BertConfig, BertModel
+def write_archive(folder: Path, bert_dir: Path, max_length: int = 512, seed: int = 0,
+                  dataset: str = "radgraph") -> dict[str, torch.Tensor]:
+    from transformers import AutoConfig, AutoModel
 
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    bert = BertModel(BertConfig.from_pretrained(str(bert_dir)))
+    bert = AutoModel.from_config(AutoConfig.from_pretrained(str(bert_dir)))  # what the package's AutoModel builds
     state = {"_embedder.token_embedder_bert._matched_embedder.transformer_model." + k: v
              for k, v in bert.state_dict().items()}
-    for key, shape in head_shapes().items():
+    for key, shape in head_shapes(dataset).items():
         state[key] = torch.randn(shape) * (0.3 if key.endswith("bias") else 1.0)
     torch.save(state, folder / "weights.th")
     bert_cfg = {"type": "pretrained_transformer_mismatched", "model_name": "tiny-bert", "max_length": max_length}
@@ -91,8 +92,8 @@ def write_archive(folder: Path, bert_dir: Path, max_length: int = 512, seed: int
     vocab = folder / "vocabulary"
     vocab.mkdir(exist_ok=True)
     (vocab / "non_padded_namespaces.txt").write_text("*tags\n*labels\n")
-    (vocab / "radgraph__ner_labels.txt").write_text("\n".join(NER) + "\n")  # first line empty: the null label
-    (vocab / "radgraph__relation_labels.txt").write_text("\n".join(REL) + "\n")
+    (vocab / f"{dataset}__ner_labels.txt").write_text("\n".join(NER) + "\n")  # first line empty: the null label
+    (vocab / f"{dataset}__relation_labels.txt").write_text("\n".join(REL) + "\n")
     return state
 
 
@@ -115,17 +116,18 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
 # ------------------------------------------------------------------ a naive re-computation
 
 
-def naive_annotate(state: dict, bert_dir: Path, report: str, max_length: int = 512) -> dict:
+def naive_annotate(state: dict, bert_dir: Path, report: str, max_length: int = 512,
+                   model_type: str = "radgraph") -> dict:
     """One report, one span and one pair at a time, from the raw weights.th keys."""
-    from transformers import BertConfig, BertModel, BertTokenizer
+    from transformers import AutoConfig, AutoModel, BertTokenizer
 
     prefix = "_embedder.token_embedder_bert._matched_embedder.transformer_model."
-    bert = BertModel(BertConfig.from_pretrained(str(bert_dir)))
+    bert = AutoModel.from_config(AutoConfig.from_pretrained(str(bert_dir)))
     bert.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
     bert.eval()
     tok = BertTokenizer.from_pretrained(str(bert_dir))
     assert tok.unk_token_id not in tok("mild cardiomegaly")["input_ids"]
-    words = split_words(report or "None", "radgraph")
+    words = split_words(report or "None", model_type)
     pieces, owner = [], []
     for w, word in enumerate(words):
         ids = tok(word, add_special_tokens=False)["input_ids"]
@@ -145,7 +147,7 @@ def naive_annotate(state: dict, bert_dir: Path, report: str, max_length: int = 5
             x = torch.relu(x @ state[f"{name}._linear_layers.{i}.weight"].T + state[f"{name}._linear_layers.{i}.bias"])
         return x
 
-    ner_ns, rel_ns = "radgraph__ner_labels", "radgraph__relation_labels"
+    ner_ns, rel_ns = f"{model_type}__ner_labels", f"{model_type}__relation_labels"
     spans = [(s, e) for s in range(len(words)) for e in range(s, min(s + WIDTH, len(words)))]
     emb = {sp: torch.cat([vec[sp[0]], vec[sp[1]],
                           state["_endpoint_span_extractor._span_width_embedding.weight"][sp[1] - sp[0]]])
@@ -304,6 +306,25 @@ def test_long_reports_are_folded(tiny, tmp_path: Path) -> None:
     report = "cardiomegaly pneumothorax, left lung is clear. heart size normal"  # 14 pieces
     got = RadGraphInference(folder, "radgraph", bert_dir, device="cpu")([report])[0]
     assert got["entities"] == naive_annotate(state, bert_dir, report, max_length=6)["entities"]
+
+
+def test_modernbert_encoder(tmp_path: Path) -> None:
+    """modern-radgraph-xl: a ModernBERT encoder (the package builds whatever AutoModel names)."""
+    from transformers import BertTokenizer, ModernBertConfig
+
+    enc = tmp_path / "modernbert"
+    enc.mkdir()
+    (enc / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
+    BertTokenizer.from_pretrained(str(enc), do_lower_case=True).save_pretrained(enc)
+    ModernBertConfig(vocab_size=5 + len(WORDS), hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=64, pad_token_id=0, cls_token_id=2, sep_token_id=3,
+                     bos_token_id=2, eos_token_id=3).save_pretrained(enc)
+    folder = tmp_path / "modern-radgraph-xl"
+    state = write_archive(folder, enc, dataset="modern-radgraph-xl", seed=2)
+    got = RadGraphInference(folder, "modern-radgraph-xl", enc, device="cpu", batch_size=2)(REPORTS)
+    for report, annotation in zip(REPORTS, got):
+        assert annotation == naive_annotate(state, enc, report, model_type="modern-radgraph-xl"), report
+    assert sum(len(a["entities"]) for a in got) > 5
 
 
 def test_metric_end_to_end_from_archive(tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -213,14 +213,19 @@ class RadGraphMetric(Metric):
         from boxmed_eval.metrics.radgraph_model import read_archive
 
         name = read_archive(self.model_folder(), self.model_type, self.dataset).encoder_name
-        try:
-            from huggingface_hub import snapshot_download
+        # Microsoft renamed PubMedBERT to BiomedBERT on the Hub: a cached copy may be under either name
+        names = [name] + [name.replace(a, b) for a, b in (("PubMedBERT", "BiomedBERT"), ("BiomedBERT", "PubMedBERT"))
+                          if a in name]
+        for repo in names:
+            try:
+                from huggingface_hub import snapshot_download
 
-            found = Path(snapshot_download(repo_id=name, local_files_only=True, cache_dir=os.environ.get("HF_HUB_CACHE")))
-            if (found / "config.json").is_file():
-                return str(found)
-        except Exception:  # not in the cache
-            pass
+                found = Path(snapshot_download(repo_id=repo, local_files_only=True,
+                                               cache_dir=os.environ.get("HF_HUB_CACHE")))
+                if (found / "config.json").is_file():
+                    return str(found)
+            except Exception:  # not in the cache
+                continue
         raise MissingResourceError(
             f"radgraph needs the config and tokenizer of its encoder {name!r}: pass --metric-option radgraph.bert=DIR "
             f"(a local copy of {name}; or set {BERT_ENV}=DIR), or put it in the Hugging Face cache")
