@@ -405,9 +405,9 @@ class RadGraphInference:
     def _pieces(self, words: list[str]) -> tuple[list[int], list[tuple[int, int] | None]]:
         pieces: list[int] = []
         offsets: list[tuple[int, int] | None] = []
-        for word in words:
-            word = word[1:] if word in ("/.", "/?") else word  # DyGIEReader._normalize_word
-            ids = self.tokenizer(word, add_special_tokens=False)["input_ids"]
+        normal = [w[1:] if w in ("/.", "/?") else w for w in words]  # DyGIEReader._normalize_word
+        # each word on its own (a batch of one-word texts), as allennlp's intra_word_tokenize
+        for ids in (self.tokenizer(normal, add_special_tokens=False)["input_ids"] if normal else []):
             offsets.append((len(pieces), len(pieces) + len(ids) - 1) if ids else None)
             pieces.extend(ids)
         return pieces, offsets
