@@ -366,3 +366,29 @@ def test_without_weights_says_what_to_pass(monkeypatch: pytest.MonkeyPatch, tmp_
     result = compute_metrics(["radgraph", "chexpert"], {"a": "No effusion."}, {"a": "Effusion."})
     assert "chexpert_f1" in result.corpus and not any(k.startswith("radgraph") for k in result.corpus)
     assert any("radgraph.model=PATH" in m for m in result.messages)
+
+
+def test_real_checkpoint_equals_cxr_report_metric() -> None:
+    """With the real RadGraph archive (env BOXMED_RADGRAPH_MODEL, encoder BOXMED_RADGRAPH_BERT or the
+    HF cache), radgraph_combined of the 590 real MoERad IU X-Ray reports against CXR-Report-Metric's
+    own column. Expected equal; 1% slack for argmax ties that padding/float order may flip."""
+    import os
+
+    import numpy as np
+    import pandas as pd
+
+    from tests.conftest import shared_data
+
+    if not os.environ.get("BOXMED_RADGRAPH_MODEL"):
+        pytest.skip("set BOXMED_RADGRAPH_MODEL (radgraph.tar.gz or its folder) to run on the real checkpoint")
+    root = shared_data("generated_reports", "moerad_iu_xray")
+    gts, preds = pd.read_csv(root / "gts.csv"), pd.read_csv(root / "preds.csv")
+    scores = pd.read_csv(root / "report_scores.csv")
+    refs = {str(i): str(t) for i, t in enumerate(gts["report"])}
+    hyps = {str(i): str(t) for i, t in enumerate(preds["report"])}
+    result = compute_metrics(["radgraph"], refs, hyps, options={"radgraph": {"variant": "combined"}})
+    assert not result.messages, result.messages
+    ours = np.array([result.per_sample["radgraph_combined"][str(i)] for i in range(len(refs))])
+    same = np.isclose(ours, scores["radgraph_combined"].to_numpy(), rtol=0, atol=1e-9)
+    print(f"radgraph_combined equal on {same.sum()}/{len(same)}; differing: {np.flatnonzero(~same)[:20]}")
+    assert same.mean() >= 0.99
