@@ -330,6 +330,7 @@ def test_modernbert_encoder(tmp_path: Path) -> None:
 def test_metric_end_to_end_from_archive(tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder, bert_dir, state = tiny
     monkeypatch.delenv("BOXMED_RADGRAPH_MODEL", raising=False)
+    monkeypatch.setenv("BOXMED_EVAL_CACHE", str(tmp_path / "cache"))
     archive = tmp_path / "radgraph.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:  # the package's archive: files at the top level
         for path in folder.rglob("*"):
@@ -348,6 +349,10 @@ def test_metric_end_to_end_from_archive(tiny, tmp_path: Path, monkeypatch: pytes
         assert result.corpus[f"radgraph_{variant}"] == pytest.approx(sum(per.values()) / 4)
     assert result.per_sample["radgraph_simple"]["b"] < 1.0
     assert result.conventions["radgraph"]["model_type"] == "radgraph"
+    extracted = list((tmp_path / "cache" / "radgraph").iterdir())
+    assert len(extracted) == 1 and (extracted[0] / "weights.th").is_file()  # extracted once, then reused
+    again = compute_metrics(["radgraph"], refs, hyps, options=options)
+    assert again.per_sample == result.per_sample and list((tmp_path / "cache" / "radgraph").iterdir()) == extracted
 
 
 def test_without_weights_says_what_to_pass(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny) -> None:

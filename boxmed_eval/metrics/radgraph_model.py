@@ -490,10 +490,28 @@ class RadGraphInference:
 
 
 def extract_archive(path: Path) -> Path:
-    """A ``.tar.gz`` archive extracted to a temporary folder (data filter: no links out, no devices)."""
-    target = Path(tempfile.mkdtemp(prefix="boxmed-radgraph-"))
-    with tarfile.open(path, "r:*") as tar:
-        tar.extractall(target, filter="data")
+    """A ``.tar.gz`` archive extracted once into ``$BOXMED_EVAL_CACHE/radgraph/<key>`` (default
+    ``~/.cache/boxmed_eval``; the key follows the archive's path, size and time), with tarfile's
+    "data" filter (no links out of the folder, no devices)."""
+    import hashlib
+    import shutil
+
+    stat = path.stat()
+    key = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    root = Path(os.environ.get("BOXMED_EVAL_CACHE") or Path.home() / ".cache" / "boxmed_eval") / "radgraph"
+    target = root / key
+    if not target.is_dir():
+        root.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root))
+        try:
+            with tarfile.open(path, "r:*") as tar:
+                tar.extractall(partial, filter="data")
+            partial.rename(target)  # atomic: a half-extracted folder is never used
+        except OSError:
+            if not target.is_dir():  # not a concurrent extraction that won
+                raise
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
     inner = [p for p in target.iterdir() if p.is_dir()]
     if not (target / "config.json").exists() and len(inner) == 1:  # an archive of one folder
         return inner[0]
