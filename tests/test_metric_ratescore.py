@@ -196,3 +196,27 @@ def test_without_weights_or_medspacy_says_what_to_pass(models, tmp_path: Path,
     result = compute_metrics(["ratescore", "chexpert"], {"a": "No effusion."}, {"a": "Effusion."})
     assert "chexpert_f1" in result.corpus and not any(k.startswith("ratescore") for k in result.corpus)
     assert any("ratescore.model=DIR" in m for m in result.messages)
+
+
+def test_default_splits_with_medspacy(models, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default variant hands each report to medspacy's pipeline (PyRuSH) and uses ``doc.sents``
+    (a stand-in module here: medspacy is not installable on this stack)."""
+    import sys
+    import types
+
+    calls: list = []
+
+    def load(medspacy_enable: list[str]):
+        calls.append(medspacy_enable)
+        # splits at "|" so that the test sees which sentences the metric used
+        return lambda text: types.SimpleNamespace(sents=[s for s in text.split("|")])
+
+    monkeypatch.setitem(sys.modules, "medspacy", types.SimpleNamespace(load=load))
+    ner_dir, emb_dir = models
+    metric = METRICS.get("ratescore")(model=str(ner_dir), embedding_model=str(emb_dir), device="cpu")
+    assert metric.available() == (True, "") and calls == [["medspacy_pyrush"]]
+    split = metric.entities(["No pleural effusion|mild cardiomegaly"])
+    regex = METRICS.get("ratescore")(model=str(ner_dir), embedding_model=str(emb_dir), device="cpu",
+                                     sentences="regex")
+    assert split == regex.entities(["No pleural effusion\nmild cardiomegaly"])  # same two sentences
+    assert metric.metric_name == "ratescore" and regex.metric_name == "ratescore_regexsplit"
