@@ -265,6 +265,11 @@ def test_missing_and_unexpected_keys_are_named(tiny, tmp_path: Path) -> None:
     with pytest.raises(BoxmedError, match="_coref._distance_embedding.weight"):
         RadGraphInference(broken, "radgraph", bert_dir, device="cpu")
     weights["_coref._distance_embedding.weight"] = torch.zeros(10, FEATURE)
+    # transformers < 4.31 saved BERT's position_ids buffer with the weights: accepted, not needed
+    weights["_embedder.token_embedder_bert._matched_embedder.transformer_model.embeddings.position_ids"] = \
+        torch.arange(64).unsqueeze(0)
+    torch.save(weights, broken / "weights.th")
+    RadGraphInference(broken, "radgraph", bert_dir, device="cpu")
     weights["_ner._ner_scorers.radgraph__ner_labels.1._module.bias"] = torch.zeros(7)  # wrong label count
     torch.save(weights, broken / "weights.th")
     with pytest.raises(BoxmedError, match="size mismatch"):

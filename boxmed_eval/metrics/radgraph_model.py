@@ -12,7 +12,8 @@ What it reproduces (learned from the package's ``radgraph.py``, ``utils.py`` and
   ``elif model_type == "radgraph-xl" or "modern-radgraph-xl"`` is always true) uses nltk's
   ``wordpunct_tokenize`` (``\\w+|[^\\w\\s]+``) after its escape replacements, then splits
   ``).``, ``%.``, ``.'``, ``%,``, ``%)``. A whole report is one DyGIE "sentence"; an empty
-  report is replaced by the text ``None`` (``RadGraph.forward``).
+  report is replaced by the text ``None`` (``RadGraph.forward``). A report of white space only
+  has no words and gets no entities here (the package builds a sentence of no tokens from it).
 * **Word pieces** (allennlp ``PretrainedTransformerMismatchedIndexer``): each word is tokenized
   on its own without special tokens; ``/.`` and ``/?`` are read as ``.`` / ``?``
   (``DyGIEReader._normalize_word``); a word's vector is the mean of its pieces' last-layer
