@@ -298,6 +298,8 @@ def test_inference_equals_naive_recomputation(tiny) -> None:
     for report, annotation in zip(REPORTS, got):
         assert annotation == naive_annotate(state, bert_dir, report), report
     assert got[2]["text"] == "None"  # an empty report is read as "None"
+    blank = RadGraphInference(folder, "radgraph", bert_dir, device="cpu")(["  \n ", REPORTS[0]])
+    assert blank[0]["entities"] == {} and blank[1] == got[0]  # white space only: no words, no entities
     assert sum(len(a["entities"]) for a in got) > 5  # random heads: something is found
     assert any(e["relations"] for a in got for e in a["entities"].values())
     one = RadGraphInference(folder, "radgraph", bert_dir, device="cpu", batch_size=1)(REPORTS)
