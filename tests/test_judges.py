@@ -460,7 +460,7 @@ def test_a_total_token_bound_gives_each_prompt_what_it_would_get_alone(tiny_mode
     batched = HFJudge(tiny_model_dir, batch_size=3, device="cpu")
     lengths = [len(batched.tokenizer(p)["input_ids"]) for p in prompts]
     total = max(lengths) + 3
-    settings = GenerationSettings(max_new_tokens=1, prompt_format="raw", max_total_tokens=total)
+    settings = GenerationSettings(max_new_tokens=100, prompt_format="raw", max_total_tokens=total)
     replies = dict(batched.generate(prompts, settings))
     single = HFJudge(tiny_model_dir, batch_size=1, device="cpu")
     assert replies == dict(single.generate(prompts, settings))
@@ -468,5 +468,7 @@ def test_a_total_token_bound_gives_each_prompt_what_it_would_get_alone(tiny_mode
         alone = GenerationSettings(max_new_tokens=total - lengths[index], prompt_format="raw")
         assert replies[index] == dict(single.generate([prompt], alone))[0]
     assert len({total - n for n in lengths}) == 3  # three different budgets in one batch
-    assert GreenMetric(judge=str(tiny_model_dir)).settings().max_total_tokens == 2048
+    green_local = GreenMetric(judge=str(tiny_model_dir)).settings()
+    assert (green_local.max_total_tokens, green_local.max_new_tokens) == (2048, 2048)  # the total governs
+    assert GreenMetric(judge=str(tiny_model_dir), max_new_tokens=4).settings().max_new_tokens == 4  # asked for
     assert GreenMetric(judge="http://127.0.0.1:9/v1").settings().max_total_tokens is None

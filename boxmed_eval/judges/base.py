@@ -49,8 +49,8 @@ class GenerationSettings:
     # "completions" (the prompt is sent as formatted here); empty for local judges. The two can
     # answer the same prompt differently, so they must not share cached replies.
     server_api: str = ""
-    # A local judge's bound on prompt + reply tokens (green_score's generate(max_length=2048));
-    # when set it replaces max_new_tokens there. Servers are bounded by max_new_tokens.
+    # A local judge's bound on prompt + reply tokens (green_score's generate(max_length=2048)),
+    # on top of max_new_tokens. Servers are bounded by max_new_tokens only.
     max_total_tokens: int | None = None
 
     def __post_init__(self) -> None:

@@ -153,7 +153,8 @@ class HFJudge(JudgeBackend):
         if total is None:
             budgets = [settings.max_new_tokens] * len(texts)
         else:  # prompt + reply <= total, per prompt: what each prompt would get alone
-            budgets = [max(0, total - int(n)) for n in encoded["attention_mask"].sum(dim=1).tolist()]
+            budgets = [max(0, min(settings.max_new_tokens, total - int(n)))
+                       for n in encoded["attention_mask"].sum(dim=1).tolist()]
         if max(budgets) == 0:
             return [""] * len(texts)
         generation = GenerationConfig(do_sample=False, max_new_tokens=max(budgets),

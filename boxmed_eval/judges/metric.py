@@ -97,7 +97,10 @@ class JudgedMetric(Metric):
 
     def settings(self) -> GenerationSettings:
         server = self.spec.kind == "openai"
-        return GenerationSettings(max_new_tokens=self.max_new_tokens, repetition_penalty=self.repetition_penalty,
+        new_tokens = self.max_new_tokens
+        if not server and self.max_total_tokens is not None and not self.options.get("max_new_tokens"):
+            new_tokens = self.max_total_tokens  # the total alone bounds a local judge, as in green_score
+        return GenerationSettings(max_new_tokens=new_tokens, repetition_penalty=self.repetition_penalty,
                                   prompt_format=self.prompt_format, server_api=self.judge_api if server else "",
                                   max_total_tokens=None if server else self.max_total_tokens)
 
@@ -132,6 +135,6 @@ class JudgedMetric(Metric):
         spec = self.spec
         return {f"{self.name}_judge": spec.model_name or self._served_model or spec.display,
                 f"{self.name}_judge_backend": "openai" if spec.kind == "openai" else "hf",
-                f"{self.name}_max_new_tokens": self.max_new_tokens,
-                f"{self.name}_max_total_tokens": self.max_total_tokens if spec.kind != "openai" else None,
+                f"{self.name}_max_new_tokens": self.settings().max_new_tokens,
+                f"{self.name}_max_total_tokens": self.settings().max_total_tokens,
                 f"{self.name}_cache": CACHE_FILE if self.cache_dir is not None else None}
