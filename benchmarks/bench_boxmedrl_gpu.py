@@ -85,11 +85,15 @@ FINDINGS = [
 
 # --------------------------------------------------------------------------- model and data
 
-def qwen2vl_2b_config(tokenizer: Any) -> Any:
-    """Qwen2-VL-2B-Instruct's config values, with the stand-in tokenizer's special-token ids."""
+def qwen2vl_2b_config(tokenizer: Any, layers: int | None = None) -> Any:
+    """Qwen2-VL-2B-Instruct's config values, with the stand-in tokenizer's special-token ids;
+    ``layers`` cuts both towers to that many blocks (a quick check of the full-width code path)."""
     from transformers import Qwen2VLConfig
 
     values = json.loads((QWEN2VL_2B / "config.json").read_text())
+    if layers:
+        values["num_hidden_layers"] = values["max_window_layers"] = layers
+        values["vision_config"] = {**values["vision_config"], "depth": layers}
     values.update({key: tokenizer.convert_tokens_to_ids(token) for key, token in (
         ("bos_token_id", "<|endoftext|>"), ("eos_token_id", "<|im_end|>"), ("vision_start_token_id", "<|vision_start|>"),
         ("vision_end_token_id", "<|vision_end|>"), ("image_token_id", "<|image_pad|>"),
@@ -113,7 +117,7 @@ def stand_in_tokenizer(texts: list[str]) -> Any:
     return train_tokenizer([DEFAULT_CORPUS, *prompts.all_template_texts(), *texts], vocab_size=1024)
 
 
-def full_size_base(out: Path, texts: list[str]) -> Path:
+def full_size_base(out: Path, texts: list[str], layers: int | None = None) -> Path:
     """Qwen2-VL-2B-Instruct's architecture with random weights, its processor config and chat
     template and the stand-in tokenizer, saved as a model directory (the trainers load by path)."""
     from transformers import Qwen2VLForConditionalGeneration
@@ -121,7 +125,7 @@ def full_size_base(out: Path, texts: list[str]) -> Path:
     if (out / "config.json").is_file():
         return out
     tokenizer = stand_in_tokenizer(texts)
-    config = qwen2vl_2b_config(tokenizer)
+    config = qwen2vl_2b_config(tokenizer, layers)
     torch.manual_seed(0)
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):  # init on the GPU: seconds, not minutes
         model = Qwen2VLForConditionalGeneration(config)
@@ -414,6 +418,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gen-batch", type=int, default=64)
     parser.add_argument("--single-sample", type=int, default=24, help="batch-1 reports measured (extrapolated)")
     parser.add_argument("--new-tokens", type=int, default=128, help="tokens per report")
+    parser.add_argument("--layers", type=int, default=None,
+                        help="cut both towers to N blocks (full width): a quick check of the code path, not the benchmark")
     args = parser.parse_args(argv)
     if args.tiny:
         args.mcl_batches, args.steps, args.warmup = "2", 1, 1
@@ -435,11 +441,13 @@ def main(argv: list[str] | None = None) -> int:
         if not (model_dir / "config.json").is_file():
             build_tiny_base(model_dir, texts, preset="tiny")
     else:
-        model_dir = full_size_base(args.work / "qwen2vl_2b_random", texts)
+        name = "qwen2vl_2b_random" + (f"_{args.layers}layers" if args.layers else "")
+        model_dir = full_size_base(args.work / name, texts, args.layers)
     device = torch.cuda.get_device_name() if cuda else (platform.processor() or platform.machine() or "cpu")
     results: dict[str, Any] = {
         "device": device, "gpu": cuda, "torch": torch.__version__, "tiny": args.tiny, "model": str(model_dir),
-        "architecture": "tiny preset" if args.tiny else "Qwen2-VL-2B-Instruct (random init)",
+        "architecture": "tiny preset" if args.tiny else "Qwen2-VL-2B-Instruct (random init)"
+                        + (f", cut to {args.layers} blocks per tower" if args.layers and not args.tiny else ""),
         "source_image_size": size, "special_tokens": list(QWEN_SPECIAL_TOKENS), "mcl": [], "svr": [], "generation": []}
     if not cuda and not args.tiny:
         print("note: no CUDA GPU here; the full-size run on CPU is very slow (use --tiny for a smoke run)",
