@@ -47,7 +47,7 @@ import resource
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -141,16 +141,6 @@ def full_size_base(out: Path, texts: list[str], layers: int | None = None) -> Pa
     return out
 
 
-def fixed_length_generation(model_dir: Path, new_tokens: int) -> None:
-    """Suppress the end token until ``new_tokens`` (random weights would stop anywhere), so
-    every generated report has the same length and tokens/s is exact."""
-    from transformers import GenerationConfig
-
-    config = GenerationConfig.from_pretrained(model_dir)
-    config.min_new_tokens = new_tokens
-    config.save_pretrained(model_dir)
-
-
 def synthetic_studies(root: Path, n: int, size: tuple[int, int], n_images: int = 8) -> list[Study]:
     """``n`` studies over ``n_images`` distinct JPEGs (smooth noise, radiograph-sized), each
     with MIMIC-length findings and one box on its finding phrase."""
@@ -237,7 +227,6 @@ class Shape:
     patches: float = 0.0  # vision-tower patches (4 per image token: 2x2 merge)
     seq_len: float = 0.0  # mean sequence length
     patches_per_image: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def measure_shape(trainer: Any, steps: int = 1) -> Shape:
@@ -376,10 +365,12 @@ def _generate(plugin: Any, studies: list[Study], batch: int) -> float:
 def bench_generation(args: argparse.Namespace, model_dir: Path, studies: list[Study]) -> dict[str, Any]:
     from boxmed_model.plugin import BoxMedRL
 
-    fixed_length_generation(model_dir, args.new_tokens)
     _free()
     plugin = BoxMedRL(weights=str(model_dir), batch_size=args.gen_batch, max_new_tokens=args.new_tokens)
     plugin.setup()
+    # Random weights would stop anywhere: suppress the end token until --new-tokens, so every
+    # report has the same length and tokens/s is exact (in memory only; the model dir is untouched).
+    plugin.model.generation_config.min_new_tokens = args.new_tokens
     _generate(plugin, studies[:2], 2)  # warm-up (kernels, allocator)
     single = studies[:min(args.single_sample, len(studies))]
     plugin.batch_size = 1
