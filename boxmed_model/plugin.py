@@ -482,7 +482,7 @@ def train_from_wiring(stage: str, base: str, cfg: Any, wiring: DataWiring, out: 
     texts = [s.findings for s in (reports or pretrain or [])]
     base_path = prepare_base(base, base_dir or out, texts)
     return run_pipeline(stage, base_path, cfg, out, report_studies=reports, pretrain_studies=pretrain,
-                        base_label=base, data=data, shared=shared)
+                        base_label=base, data=data, shared=shared, root=base_dir)
 
 
 BoxMedRL.training_command = train_command
