@@ -21,6 +21,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/boxmed-eval run --model retrieval --dataset demo --out runs/demo-retrieval
+	$(BIN)/boxmed-eval report runs/demo-retrieval --out runs/demo-retrieval/report.html
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -1,33 +1,53 @@
-"""GPU benchmarks of BoxMed-RL on the full-size Qwen2-VL-2B architecture (random weights,
-built from its config: nothing is downloaded).
+"""GPU benchmark of BoxMed-RL on the code users run: the MCL ``SFTTrainer`` and the SVR
+``GRPOTrainer`` exactly as ``boxmed_model/train.py`` builds them (``build_mcl_trainer``,
+``build_svr_trainer``), and report generation through the ``boxmedrl`` plugin
+(``boxmed_model/plugin.py``), on the full-size Qwen2-VL-2B architecture with random weights.
 
-    python benchmarks/bench_boxmedrl_gpu.py --out bench_out            # on one GPU
-    python benchmarks/bench_boxmedrl_gpu.py --tiny --out /tmp/bench    # CPU smoke run (tiny model)
+    python benchmarks/bench_boxmedrl_gpu.py --out bench_out                 # one GPU
+    python benchmarks/bench_boxmedrl_gpu.py --only generation --out bench_out
+    python benchmarks/bench_boxmedrl_gpu.py --tiny --out /tmp/bench         # CPU smoke run (tests)
 
-Measures, and writes ``results.json`` + prints a markdown table:
+Nothing is downloaded. The model is ``Qwen/Qwen2-VL-2B-Instruct``'s architecture from its
+config values (``benchmarks/qwen2vl_2b_instruct/``: 2,208,985,600 parameters), randomly
+initialised and saved (bf16, like the hub checkpoint) to ``--work``, with that model's image
+processor configuration (min/max pixels, patch 14, merge 2, CLIP mean/std) and chat
+template. The tokenizer is a stand-in: a byte-level BPE with the Qwen special tokens (the real
+one is a hub download), so text runs to somewhat more tokens than with Qwen's; image tokens,
+which dominate the sequences, are exactly the real processor's. The data are synthetic
+MIMIC-CXR-JPG-sized studies (2544x3056 JPEGs, 1/4-scaled by the pipeline as in training, so
+~636x764 px reach the processor: ~620 image tokens each) with MIMIC-length findings and one
+box per study.
 
-1. MCL step (SFT forward + backward + AdamW step): tokens/s and model FLOPs utilisation
-   (MFU = 6 * trainable params * tokens/s + attention FLOPs, over the GPU's dense bf16 peak)
-   at the paper's batch size 1 and at larger batches, SDPA vs flash attention (when installed).
-2. Generation of N reports (default 3,858 = MIMIC-CXR test size) from 1/4-resolution images,
-   128 new tokens each (EOS disabled so every report has the full length: worst case):
-   batch 1 (on a sample, extrapolated) vs the batched, left-padded path, same run.
-3. One SVR (GRPO) step with 8 generations: seconds per step and where the time goes
-   (generation, reference-model forward, policy forward+backward, optimizer), mirroring what
-   TRL's GRPOTrainer does per step with beta > 0.
+Measures (``results.json`` and a Markdown table on stdout):
 
-Peak FLOPs: H100 SXM 989 TFLOPS, H200 989, A100 312 (dense bf16); ``--peak-tflops`` overrides.
+1. **MCL** (SFT, whole model trained, AdamW, fp32 master weights with bf16 autocast and
+   gradient checkpointing as ``train.py`` sets them on a GPU) at per-device batch sizes
+   ``--mcl-batches``: s/step (mean over the measured steps, data loading included), tokens/s,
+   MFU and peak GPU memory.
+2. **SVR** (GRPO, the paper's 8 generations, 256-token completions, gradient accumulation
+   2, beta 0.04 with the frozen reference): s/step, tokens/s, MFU, peak memory.
+3. **Generation** of ``--reports`` reports (default 3,858, the MIMIC-CXR test split) through
+   the plugin, as ``boxmed-eval run`` calls it: batch 1 (measured on ``--single-sample``
+   reports, extrapolated) against ``--gen-batch`` (all reports), ``--new-tokens`` tokens each
+   (end of text suppressed until then, so every report has the same length).
+
+MFU = model FLOPs per second / the GPU's dense bf16 peak (H100/H200 989 TFLOPS, A100 312;
+``--peak-tflops`` overrides). Model FLOPs per trained token: 6 x parameters (forward and
+backward matmuls, the tied LM head included) + causal attention 6 x layers x width x
+sequence; vision patches likewise with the vision tower's parameters and full attention.
+SVR counts 2 (sampling) + 2 (reference) + 6 (policy) x parameters per token.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
+import resource
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,330 +55,444 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from boxmed_eval.records import Box, Study  # noqa: E402
 from boxmed_model import prompts  # noqa: E402
-from boxmed_model.rewards import format_reward_one, iou_reward_one  # noqa: E402
+from boxmed_model.config import MCLConfig, PipelineConfig, SVRConfig  # noqa: E402
 from boxmed_model.tiny import (  # noqa: E402
-    TINY_CHAT_TEMPLATE, DEFAULT_CORPUS, image_only_processor_class, tiny_config, train_tokenizer)
+    DEFAULT_CORPUS, QWEN_SPECIAL_TOKENS, build_tiny_base, image_only_processor_class, train_tokenizer)
 
-PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
+QWEN2VL_2B = Path(__file__).resolve().parent / "qwen2vl_2b_instruct"
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
+MIMIC_IMAGE = (2544, 3056)  # a typical MIMIC-CXR-JPG frontal view (width, height)
+
+# MIMIC-style findings (about the length of an average MIMIC-CXR findings section) with the
+# phrase that gets a box and where (pixel fractions of the image).
+FINDINGS = [
+    ("PA and lateral views of the chest were provided. There is a small left pleural effusion with adjacent "
+     "basilar atelectasis. No pneumothorax is seen. The cardiomediastinal silhouette is within normal limits. "
+     "Mild degenerative changes of the thoracic spine are noted. No acute osseous abnormality.",
+     "small left pleural effusion", "Pleural Effusion", (0.55, 0.62, 0.92, 0.88)),
+    ("The heart is moderately enlarged. There is mild pulmonary vascular congestion and interstitial edema "
+     "without focal consolidation. Small bilateral pleural effusions are present. An endotracheal tube "
+     "terminates 4 cm above the carina and a nasogastric tube courses below the diaphragm.",
+     "The heart is moderately enlarged", "Cardiomegaly", (0.30, 0.45, 0.75, 0.80)),
+    ("There is a new opacity in the right lower lobe concerning for pneumonia. The left lung is clear. "
+     "There is no pleural effusion or pneumothorax. Heart size is normal. The mediastinal and hilar "
+     "contours are unremarkable. Surgical clips project over the right upper quadrant.",
+     "opacity in the right lower lobe", "Pneumonia", (0.10, 0.55, 0.45, 0.85)),
+]
 
 
-def qwen2vl_2b_config(tokenizer: Any) -> Any:
-    """Qwen2-VL-2B: text hidden 1536, 28 layers, 12 heads, 2 KV heads, MLP 8960, vocab 151936,
-    tied embeddings, mrope [16, 24, 24]; vision depth 32, dim 1280, 16 heads, MLP ratio 4,
-    patch 14, merge 2."""
+# --------------------------------------------------------------------------- model and data
+
+def qwen2vl_2b_config(tokenizer: Any, layers: int | None = None) -> Any:
+    """Qwen2-VL-2B-Instruct's config values, with the stand-in tokenizer's special-token ids;
+    ``layers`` cuts both towers to that many blocks (a quick check of the full-width code path)."""
     from transformers import Qwen2VLConfig
 
-    ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in (
-        ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
-        ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"))}
-    text = {"vocab_size": 151936, "hidden_size": 1536, "num_hidden_layers": 28, "num_attention_heads": 12,
-            "num_key_value_heads": 2, "intermediate_size": 8960, "max_position_embeddings": 32768,
-            "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": True,
-            "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
-            "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>"), "pad_token_id": tokenizer.pad_token_id}
-    vision = {"depth": 32, "embed_dim": 1280, "hidden_size": 1536, "num_heads": 16, "mlp_ratio": 4,
-              "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "in_channels": 3}
-    return Qwen2VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **ids)
+    values = json.loads((QWEN2VL_2B / "config.json").read_text())
+    if layers:
+        values["num_hidden_layers"] = values["max_window_layers"] = layers
+        values["vision_config"] = {**values["vision_config"], "depth": layers}
+    values.update({key: tokenizer.convert_tokens_to_ids(token) for key, token in (
+        ("bos_token_id", "<|endoftext|>"), ("eos_token_id", "<|im_end|>"), ("vision_start_token_id", "<|vision_start|>"),
+        ("vision_end_token_id", "<|vision_end|>"), ("image_token_id", "<|image_pad|>"),
+        ("video_token_id", "<|video_pad|>"))}, pad_token_id=tokenizer.pad_token_id)
+    return Qwen2VLConfig(**values)
 
 
-def build(args: argparse.Namespace, attn: str) -> tuple[Any, Any]:
-    from transformers import Qwen2VLForConditionalGeneration
+def qwen2vl_2b_processor(tokenizer: Any) -> Any:
+    """The image-only Qwen2-VL processor with Qwen2-VL-2B-Instruct's image processor config
+    and chat template."""
     from transformers.models.qwen2_vl import Qwen2VLImageProcessorPil
 
-    tokenizer = train_tokenizer([DEFAULT_CORPUS, *prompts.all_template_texts()], vocab_size=1024)
-    config = tiny_config(len(tokenizer), tokenizer=tokenizer) if args.tiny else qwen2vl_2b_config(tokenizer)
-    config._attn_implementation = attn
-    with torch.device(args.device):
-        model = Qwen2VLForConditionalGeneration(config).to(args.dtype)
-    model.generation_config.eos_token_id = None  # random weights: never stop early, full-length reports
+    values = json.loads((QWEN2VL_2B / "preprocessor_config.json").read_text())
+    image_processor = Qwen2VLImageProcessorPil(**{k: v for k, v in values.items()
+                                                  if k not in ("image_processor_type", "processor_class")})
+    return image_only_processor_class()(image_processor=image_processor, tokenizer=tokenizer,
+                                        chat_template=(QWEN2VL_2B / "chat_template.jinja").read_text())
+
+
+def stand_in_tokenizer(texts: list[str]) -> Any:
+    return train_tokenizer([DEFAULT_CORPUS, *prompts.all_template_texts(), *texts], vocab_size=1024)
+
+
+def full_size_base(out: Path, texts: list[str], layers: int | None = None) -> Path:
+    """Qwen2-VL-2B-Instruct's architecture with random weights, its processor config and chat
+    template and the stand-in tokenizer, saved as a model directory (the trainers load by path)."""
+    from transformers import Qwen2VLForConditionalGeneration
+
+    if (out / "config.json").is_file():
+        return out
+    tokenizer = stand_in_tokenizer(texts)
+    config = qwen2vl_2b_config(tokenizer, layers)
+    torch.manual_seed(0)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):  # init on the GPU: seconds, not minutes
+        model = Qwen2VLForConditionalGeneration(config)
+    model.to(torch.bfloat16)  # saved as the hub checkpoint is; train.load_model loads fp32 masters
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    image_processor = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=args.max_pixels)
-    processor = image_only_processor_class()(image_processor=image_processor, tokenizer=tokenizer,
-                                             chat_template=TINY_CHAT_TEMPLATE)
-    processor.tokenizer.padding_side = "left"
-    return model, processor
+    processor = qwen2vl_2b_processor(tokenizer)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    (out / "chat_template.jinja").write_text((QWEN2VL_2B / "chat_template.jinja").read_text())
+    del model
+    _free()
+    return out
 
 
-def fake_image(args: argparse.Namespace, seed: int) -> Any:
+def synthetic_studies(root: Path, n: int, size: tuple[int, int], n_images: int = 8) -> list[Study]:
+    """``n`` studies over ``n_images`` distinct JPEGs (smooth noise, radiograph-sized), each
+    with MIMIC-length findings and one box on its finding phrase."""
     import numpy as np
     from PIL import Image
 
-    rng = np.random.default_rng(seed)
-    w, h = args.image_size
-    return Image.fromarray(rng.integers(0, 255, (h, w), dtype=np.uint8)).convert("RGB")
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    width, height = size
+    paths = []
+    for i in range(n_images):
+        path = root / f"img{i}.jpg"
+        if not path.is_file():
+            small = rng.integers(0, 255, (height // 16, width // 16), dtype=np.uint8)
+            Image.fromarray(small).resize(size, Image.BILINEAR).save(path, quality=90)
+        paths.append(str(path))
+    studies = []
+    for i in range(n):
+        findings, phrase, category, (x1, y1, x2, y2) = FINDINGS[i % len(FINDINGS)]
+        box = Box(x1 * width, y1 * height, x2 * width, y2 * height, phrase=phrase, category=category,
+                  image_width=width, image_height=height)
+        studies.append(Study(id=f"s{i}", image_paths=[paths[i % n_images]], findings=findings, split="train",
+                             boxes=[box]))
+    return studies
 
 
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
+# --------------------------------------------------------------------------- measuring
+
+def sync() -> None:
+    if torch.cuda.is_available():
         torch.cuda.synchronize()
+
+
+def _free() -> None:
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory_gib() -> float:
+    """Peak GPU memory allocated since the last reset; on CPU the process's peak RSS so far."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
 def peak_flops(args: argparse.Namespace) -> float | None:
     if args.peak_tflops:
         return args.peak_tflops * 1e12
-    if not args.device.startswith("cuda"):
+    if not torch.cuda.is_available():
         return None
     name = torch.cuda.get_device_name()
-    for key, value in PEAK_TFLOPS.items():
-        if key in name:
-            return value * 1e12
-    return None
+    return next((value * 1e12 for key, value in PEAK_TFLOPS.items() if key in name), None)
 
 
-def train_flops_per_token(model: Any, seq_len: int) -> float:
-    """6 N (dense matmuls, fwd + bwd) + 12 L d S (attention scores and values, fwd + bwd)."""
-    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    text = model.config.text_config
-    return 6 * n_params + 12 * text.num_hidden_layers * text.hidden_size * seq_len
+def _step_timer() -> Any:
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        """Wall-clock at the end of every optimizer step (GPU synchronised)."""
+
+        def __init__(self) -> None:
+            self.ends: list[float] = []
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            sync()
+            self.ends = [time.perf_counter()]
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            sync()
+            self.ends.append(time.perf_counter())
+
+    return StepTimer()
 
 
-# --------------------------------------------------------------------------- 1. MCL step
+@dataclass
+class Shape:
+    """Token counts of one optimizer step, from the trainer's own collated batches."""
 
-def mcl_batch(processor: Any, args: argparse.Namespace, batch: int) -> dict[str, torch.Tensor]:
-    target = " ".join(["Finding: Small left pleural effusion. -> Disease: Pleural Effusion -> Anatomy: left lung."]
-                      * args.target_repeats)
-    texts, images = [], []
-    for i in range(batch):
-        conversation = prompts.mcl_messages(f"<think>{target}</think><answer>{target}</answer>")
-        texts.append(processor.apply_chat_template(conversation, tokenize=False))
-        images.append([fake_image(args, i)])
-    enc = processor(text=texts, images=images, return_tensors="pt", padding=True)
-    enc["labels"] = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
-    return {k: v.to(args.device) for k, v in enc.items()}
+    tokens: float = 0.0  # language-model positions (text + image tokens, no padding)
+    patches: float = 0.0  # vision-tower patches (4 per image token: 2x2 merge)
+    seq_len: float = 0.0  # mean sequence length
+    patches_per_image: float = 0.0
 
 
-def bench_mcl(args: argparse.Namespace, attn: str, batch: int, checkpointing: bool) -> dict[str, Any]:
-    model, processor = build(args, attn)
-    model.train()
-    if checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=args.device.startswith("cuda"))
-    inputs = mcl_batch(processor, args, batch)
-    tokens = int(inputs["attention_mask"].sum())
-    seq_len = inputs["input_ids"].shape[1]
-    times = []
-    for step in range(args.warmup + args.steps):
-        sync(args.device)
-        start = time.perf_counter()
-        loss = model(**inputs).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        sync(args.device)
-        if step >= args.warmup:
-            times.append(time.perf_counter() - start)
-    seconds = statistics.median(times)
-    flops = train_flops_per_token(model, seq_len) * tokens / seconds
+def measure_shape(trainer: Any, steps: int = 1) -> Shape:
+    loader = trainer.get_train_dataloader()
+    accumulation = trainer.args.gradient_accumulation_steps
+    batches = []
+    for batch in loader:
+        batches.append(batch)
+        if len(batches) >= accumulation * steps:
+            break
+    mask = [b["attention_mask"] for b in batches]
+    grids = torch.cat([b["image_grid_thw"] for b in batches]) if "image_grid_thw" in batches[0] else None
+    shape = Shape()
+    shape.tokens = float(sum(int(m.sum()) for m in mask)) / steps
+    shape.seq_len = float(sum(int(m.sum()) for m in mask)) / sum(m.shape[0] for m in mask)
+    if grids is not None:
+        per_image = grids.prod(-1).float()
+        shape.patches = float(per_image.sum()) / steps
+        shape.patches_per_image = float(per_image.mean())
+    return shape
+
+
+def params(model: Any) -> tuple[int, int]:
+    """(language model incl. the tied head, vision tower incl. merger) parameter counts."""
+    inner = getattr(model, "model", model)
+    visual = sum(p.numel() for p in inner.visual.parameters())
+    return sum(p.numel() for p in model.parameters()) - visual, visual
+
+
+def train_flops(model_cfg: Any, n_lm: int, n_vis: int, shape: Shape, factor: float = 6.0) -> float:
+    """Model FLOPs of one step over ``shape`` (``factor`` 6: forward + backward; 2: forward)."""
+    text, vision = model_cfg.text_config, model_cfg.vision_config
+    attention = factor * text.num_hidden_layers * text.hidden_size * shape.seq_len * shape.tokens / 2  # causal
+    vision_attention = factor * vision.depth * vision.embed_dim * shape.patches_per_image * shape.patches
+    return factor * (n_lm * shape.tokens + n_vis * shape.patches) + attention + vision_attention
+
+
+def _logged(history: list[dict[str, Any]], key: str) -> list[float]:
+    return [float(row[key]) for row in history if key in row]
+
+
+def _timed(timer: Any, warmup: int) -> float:
+    """Mean seconds per measured optimizer step (data loading included)."""
+    intervals = [b - a for a, b in zip(timer.ends, timer.ends[1:])][warmup:]
+    return statistics.mean(intervals)
+
+
+# --------------------------------------------------------------------------- 1. MCL
+
+def bench_mcl(args: argparse.Namespace, model_dir: Path, studies: list[Study], batch: int) -> dict[str, Any]:
+    from boxmed_model.train import build_mcl_trainer
+
+    cfg = PipelineConfig(save_steps=10**9, logging_steps=1,
+                         mcl=MCLConfig(max_steps=args.warmup + args.steps, per_device_batch_size=batch))
+    _free()
+    trainer, _ = build_mcl_trainer(str(model_dir), studies, cfg, args.work / f"mcl_b{batch}")
+    timer = _step_timer()
+    trainer.add_callback(timer)
+    shape = measure_shape(trainer, args.warmup + args.steps)  # mean over the steps the run takes
+    trainer.train()
+    seconds = _timed(timer, args.warmup)
+    logged = _logged(trainer.state.log_history, "num_tokens")  # TRL's running count of attended tokens
+    if len(logged) == args.warmup + args.steps:  # measured steps' own tokens (rows differ in length)
+        shape.tokens = (logged[-1] - (logged[args.warmup - 1] if args.warmup else 0.0)) / args.steps
+    n_lm, n_vis = params(trainer.model)
+    flops = train_flops(trainer.model.config, n_lm, n_vis, shape)
     peak = peak_flops(args)
-    result = {"attn": attn, "batch": batch, "checkpointing": checkpointing, "seq_len": seq_len, "tokens": tokens,
-              "step_s": seconds, "tokens_per_s": tokens / seconds, "tflops": flops / 1e12,
-              "mfu": flops / peak if peak else None,
-              "max_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if args.device.startswith("cuda") else None}
-    del model, optimizer
-    _free(args)
+    result = {"batch": batch, "gradient_checkpointing": bool(trainer.args.gradient_checkpointing
+                                                              if hasattr(trainer.args, "gradient_checkpointing")
+                                                              else trainer.args.activation_checkpointing),
+              "bf16_autocast": bool(trainer.args.bf16), "tokens_per_step": shape.tokens,
+              "image_patches_per_step": shape.patches, "seq_len": shape.seq_len, "step_s": seconds,
+              "tokens_per_s": shape.tokens / seconds, "tflops": flops / seconds / 1e12,
+              "mfu": flops / seconds / peak if peak else None, "peak_mem_gib": peak_memory_gib(),
+              "trl_num_tokens_last": logged[-1] if logged else None,
+              "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)}
+    del trainer
+    _free()
     return result
 
 
-def _free(args: argparse.Namespace) -> None:
-    import gc
+# --------------------------------------------------------------------------- 2. SVR
 
-    gc.collect()
-    if args.device.startswith("cuda"):
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
+def bench_svr(args: argparse.Namespace, model_dir: Path, studies: list[Study]) -> dict[str, Any]:
+    from boxmed_model.train import build_svr_trainer
+
+    cfg = PipelineConfig(save_steps=10**9, logging_steps=1, svr=SVRConfig(
+        max_steps=args.warmup + args.steps, num_generations=args.num_generations,
+        max_completion_length=args.svr_tokens, gradient_accumulation_steps=args.svr_accumulation))
+    _free()
+    trainer, processor = build_svr_trainer(str(model_dir), studies, cfg, args.work / "svr")
+    timer = _step_timer()
+    trainer.add_callback(timer)
+    trainer.train()
+    seconds = _timed(timer, args.warmup)
+    history = trainer.state.log_history
+    completion = statistics.mean(_logged(history, "completions/mean_length")[args.warmup:] or [0.0])
+    # prompt length (image + SVR prompt) from the processor, as GRPOTrainer tokenises it
+    from boxmed_model.data import load_image
+
+    image, _ = load_image(studies[0].image_paths[0], cfg.image_scale)
+    text = processor.apply_chat_template(prompts.svr_messages(studies[0].boxes[0].phrase), add_generation_prompt=True,
+                                         tokenize=False)
+    encoded = processor(text=[text], images=[[image]], return_tensors="pt")
+    prompt_tokens = int(encoded["attention_mask"].sum())
+    patches = float(encoded["image_grid_thw"].prod(-1).sum())
+    samples = cfg.svr.num_generations * cfg.svr.gradient_accumulation_steps  # completions per optimizer step
+    n_lm, n_vis = params(trainer.model)
+    shape = Shape(tokens=samples * (prompt_tokens + completion), patches=samples * patches,
+                  seq_len=prompt_tokens + completion, patches_per_image=patches)
+    flops = train_flops(trainer.model.config, n_lm, n_vis, shape, factor=10.0)  # sample 2 + reference 2 + policy 6
+    peak = peak_flops(args)
+    result = {"num_generations": cfg.svr.num_generations, "completions_per_step": samples,
+              "max_completion_tokens": args.svr_tokens, "mean_completion_tokens": completion,
+              "prompt_tokens": prompt_tokens, "step_s": seconds,
+              "completion_tokens_per_s": samples * completion / seconds,
+              "tokens_per_s": shape.tokens / seconds, "tflops": flops / seconds / 1e12,
+              "mfu": flops / seconds / peak if peak else None, "peak_mem_gib": peak_memory_gib(),
+              "trl_step_time_s": statistics.mean(_logged(history, "step_time")[args.warmup:] or [float("nan")])}
+    del trainer
+    _free()
+    return result
 
 
-# --------------------------------------------------------------------------- 2. generation
+# --------------------------------------------------------------------------- 3. generation
 
-def generate_reports(model: Any, processor: Any, args: argparse.Namespace, n: int, batch: int) -> float:
-    prompt = processor.apply_chat_template(prompts.report_messages(), add_generation_prompt=True, tokenize=False)
-    sync(args.device)
+def _generate(plugin: Any, studies: list[Study], batch: int) -> float:
+    sync()
     start = time.perf_counter()
-    with torch.inference_mode():
-        for first in range(0, n, batch):
-            size = min(batch, n - first)
-            enc = processor(text=[prompt] * size, images=[[fake_image(args, first + i)] for i in range(size)],
-                            return_tensors="pt", padding=True).to(args.device)
-            out = model.generate(**enc, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
-                                 do_sample=False)
-            processor.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    sync(args.device)
+    for first in range(0, len(studies), batch):  # as the harness calls a plugin: one batch at a time
+        plugin.generate(studies[first:first + batch])
+    sync()
     return time.perf_counter() - start
 
 
-def bench_generation(args: argparse.Namespace, attn: str) -> dict[str, Any]:
-    model, processor = build(args, attn)
-    model.eval()
-    generate_reports(model, processor, args, 2, 2)  # warm-up (kernels, allocator)
-    single_n = min(args.single_sample, args.reports)
-    single_s = generate_reports(model, processor, args, single_n, 1)
-    batched_n = args.batched_sample or args.reports
-    batched_s = generate_reports(model, processor, args, batched_n, args.gen_batch)
-    per_report_single = single_s / single_n
-    per_report_batched = batched_s / batched_n
-    result = {"attn": attn, "reports": args.reports, "new_tokens": args.new_tokens, "gen_batch": args.gen_batch,
-              "batch1_reports_measured": single_n, "batch1_s_per_report": per_report_single,
-              "batch1_projected_total_s": per_report_single * args.reports,
-              "batched_reports_measured": batched_n, "batched_s_per_report": per_report_batched,
-              "batched_total_s": per_report_batched * args.reports,
-              "batched_total_is_measured": batched_n == args.reports,
-              "speedup": per_report_single / per_report_batched}
-    del model
-    _free(args)
-    return result
+def bench_generation(args: argparse.Namespace, model_dir: Path, studies: list[Study]) -> dict[str, Any]:
+    from boxmed_model.plugin import BoxMedRL
 
-
-# --------------------------------------------------------------------------- 3. SVR step
-
-def bench_svr(args: argparse.Namespace, attn: str) -> dict[str, Any]:
-    """One GRPO step the way TRL's GRPOTrainer runs it (beta > 0): sample G completions,
-    score them, reference-model log-probs, policy forward + backward, optimizer step."""
-    import copy
-
-    policy, processor = build(args, attn)
-    reference = copy.deepcopy(policy).eval().requires_grad_(False)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-6, fused=args.device.startswith("cuda"))
-    prompt = processor.apply_chat_template(prompts.svr_messages("Small left pleural effusion"),
-                                           add_generation_prompt=True, tokenize=False)
-    g = args.num_generations
-    enc = processor(text=[prompt] * g, images=[[fake_image(args, 0)]] * g, return_tensors="pt",
-                    padding=True).to(args.device)
-    timings: dict[str, list[float]] = {k: [] for k in ("generate", "reward", "reference_forward",
-                                                       "policy_forward_backward", "optimizer", "total")}
-    for step in range(args.warmup + args.steps):
-        marks = {}
-        sync(args.device)
-        t0 = time.perf_counter()
-        policy.eval()
-        with torch.no_grad():
-            out = policy.generate(**enc, max_new_tokens=args.svr_tokens, min_new_tokens=args.svr_tokens,
-                                  do_sample=True, temperature=1.0)
-        sync(args.device)
-        marks["generate"] = time.perf_counter()
-        texts = processor.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        rewards = [iou_reward_one(t, [[100, 100, 400, 400]]) + format_reward_one(t) for t in texts]
-        marks["reward"] = time.perf_counter()
-        full = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
-        if "mm_token_type_ids" in enc:  # completion tokens are text (type 0)
-            full["mm_token_type_ids"] = torch.nn.functional.pad(enc["mm_token_type_ids"],
-                                                                (0, out.shape[1] - enc["input_ids"].shape[1]))
-        attention = torch.ones_like(out)
-        completion = slice(enc["input_ids"].shape[1] - 1, -1)
-        with torch.no_grad():
-            ref_logits = reference(input_ids=out, attention_mask=attention, **full).logits[:, completion]
-            ref_logp = torch.log_softmax(ref_logits.float(), -1).gather(-1, out[:, completion.start + 1:, None])
-        sync(args.device)
-        marks["reference_forward"] = time.perf_counter()
-        policy.train()
-        logits = policy(input_ids=out, attention_mask=attention, **full).logits[:, completion]
-        logp = torch.log_softmax(logits.float(), -1).gather(-1, out[:, completion.start + 1:, None])
-        advantages = torch.tensor(rewards, device=args.device)
-        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-4)
-        ratio_kl = torch.exp(ref_logp.clone() - logp) - (ref_logp.clone() - logp) - 1
-        loss = (-(torch.exp(logp - logp.detach()) * advantages[:, None, None]) + 0.04 * ratio_kl).mean()
-        loss.backward()
-        sync(args.device)
-        marks["policy_forward_backward"] = time.perf_counter()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        sync(args.device)
-        marks["optimizer"] = time.perf_counter()
-        if step >= args.warmup:
-            previous = t0
-            for key in ("generate", "reward", "reference_forward", "policy_forward_backward", "optimizer"):
-                timings[key].append(marks[key] - previous)
-                previous = marks[key]
-            timings["total"].append(marks["optimizer"] - t0)
-    result = {"attn": attn, "num_generations": g, "completion_tokens": args.svr_tokens,
-              **{f"{k}_s": statistics.median(v) for k, v in timings.items()}}
-    del policy, reference, optimizer
-    _free(args)
+    _free()
+    plugin = BoxMedRL(weights=str(model_dir), batch_size=args.gen_batch, max_new_tokens=args.new_tokens)
+    plugin.setup()
+    # Random weights would stop anywhere: suppress the end token until --new-tokens, so every
+    # report has the same length and tokens/s is exact (in memory only; the model dir is untouched).
+    plugin.model.generation_config.min_new_tokens = args.new_tokens
+    _generate(plugin, studies[:2], 2)  # warm-up (kernels, allocator)
+    single = studies[:min(args.single_sample, len(studies))]
+    plugin.batch_size = 1
+    single_s = _generate(plugin, single, 1)
+    plugin.batch_size = args.gen_batch
+    batched_s = _generate(plugin, studies, args.gen_batch)
+    per_single, per_batched = single_s / len(single), batched_s / len(studies)
+    result = {"reports": len(studies), "new_tokens": args.new_tokens, "gen_batch": args.gen_batch,
+              "dtype": str(next(plugin.model.parameters()).dtype), "batch1_reports_measured": len(single),
+              "batch1_s_per_report": per_single, "batch1_projected_total_s": per_single * len(studies),
+              "batch1_tokens_per_s": args.new_tokens / per_single, "batched_total_s": batched_s,
+              "batched_s_per_report": per_batched, "batched_tokens_per_s": args.new_tokens / per_batched,
+              "speedup": per_single / per_batched, "peak_mem_gib": peak_memory_gib()}
+    del plugin
+    _free()
     return result
 
 
 # --------------------------------------------------------------------------- main
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tiny", action="store_true", help="CPU smoke run with the tiny model and small sizes")
+    parser.add_argument("--tiny", action="store_true",
+                        help="CPU smoke run: the tiny preset, demo-sized images, a couple of steps, a few reports")
     parser.add_argument("--out", type=Path, default=Path("bench_out"))
-    parser.add_argument("--only", choices=["mcl", "generation", "svr"], action="append")
+    parser.add_argument("--work", type=Path, default=None, help="model, images, trainer dirs (default OUT/work)")
+    parser.add_argument("--only", choices=["mcl", "svr", "generation"], action="append")
     parser.add_argument("--peak-tflops", type=float, default=None)
-    parser.add_argument("--reports", type=int, default=3858)
-    parser.add_argument("--gen-batch", type=int, default=256)
+    parser.add_argument("--mcl-batches", default="1,4,8", help="per-device MCL batch sizes (paper: 1)")
+    parser.add_argument("--steps", type=int, default=4, help="measured optimizer steps per trainer")
+    parser.add_argument("--warmup", type=int, default=2, help="steps before measuring")
+    parser.add_argument("--num-generations", type=int, default=8)
+    parser.add_argument("--svr-tokens", type=int, default=256, help="SVR max completion length (paper: 256)")
+    parser.add_argument("--svr-accumulation", type=int, default=2)
+    parser.add_argument("--reports", type=int, default=3858, help="reports generated (MIMIC-CXR test split)")
+    parser.add_argument("--gen-batch", type=int, default=64)
     parser.add_argument("--single-sample", type=int, default=24, help="batch-1 reports measured (extrapolated)")
-    parser.add_argument("--batched-sample", type=int, default=0, help="0: generate all --reports batched")
-    parser.add_argument("--mcl-batches", default="1,4,8")
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--new-tokens", type=int, default=128, help="tokens per report")
+    parser.add_argument("--layers", type=int, default=None,
+                        help="cut both towers to N blocks (full width): a quick check of the code path, not the benchmark")
     args = parser.parse_args(argv)
-    args.device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
-    args.dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
-    # MIMIC-CXR-JPG frontal images are about 2500x3000: a quarter is about 625x750.
-    args.image_size = (128, 128) if args.tiny else (625, 750)
-    args.max_pixels = 224 * 224 if args.tiny else 1024 * 1024
-    args.target_repeats = 2 if args.tiny else 6
-    args.new_tokens = 8 if args.tiny else 128
-    args.svr_tokens = 8 if args.tiny else 256
-    args.num_generations = 2 if args.tiny else 8
     if args.tiny:
-        args.reports, args.gen_batch, args.single_sample, args.steps, args.warmup = 8, 4, 4, 2, 1
-        args.mcl_batches = "1,2"
-    attns = ["sdpa"]
-    if args.device == "cuda":
-        try:
-            import flash_attn  # noqa: F401
+        args.mcl_batches, args.steps, args.warmup = "2", 1, 1
+        args.num_generations, args.svr_tokens, args.svr_accumulation = 2, 8, 1
+        args.reports, args.gen_batch, args.single_sample, args.new_tokens = 6, 3, 2, 8
+    args.work = args.work or args.out / "work"
+    return args
 
-            attns.append("flash_attention_2")
-        except ImportError:
-            pass
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu"
-    results: dict[str, Any] = {"device": device_name, "torch": torch.__version__, "tiny": args.tiny,
-                               "image_size_quarter_res": args.image_size, "mcl": [], "generation": [], "svr": []}
-    todo = args.only or ["mcl", "generation", "svr"]
+    cuda = torch.cuda.is_available()
+    size = (256, 256) if args.tiny else MIMIC_IMAGE
+    train_studies = synthetic_studies(args.work / "images", 16, size)
+    texts = [f for f, *_ in FINDINGS]
+    if args.tiny:
+        model_dir = args.work / "tiny_base"
+        if not (model_dir / "config.json").is_file():
+            build_tiny_base(model_dir, texts, preset="tiny")
+    else:
+        name = "qwen2vl_2b_random" + (f"_{args.layers}layers" if args.layers else "")
+        model_dir = full_size_base(args.work / name, texts, args.layers)
+    device = torch.cuda.get_device_name() if cuda else (platform.processor() or platform.machine() or "cpu")
+    results: dict[str, Any] = {
+        "device": device, "gpu": cuda, "torch": torch.__version__, "tiny": args.tiny, "model": str(model_dir),
+        "architecture": "tiny preset" if args.tiny else "Qwen2-VL-2B-Instruct (random init)"
+                        + (f", cut to {args.layers} blocks per tower" if args.layers and not args.tiny else ""),
+        "source_image_size": size, "special_tokens": list(QWEN_SPECIAL_TOKENS), "mcl": [], "svr": [], "generation": []}
+    if not cuda and not args.tiny:
+        print("note: no CUDA GPU here; the full-size run on CPU is very slow (use --tiny for a smoke run)",
+              file=sys.stderr)
+    todo = args.only or ["mcl", "svr", "generation"]
     if "mcl" in todo:
-        for attn in attns:
-            for batch in (int(b) for b in args.mcl_batches.split(",")):
-                for checkpointing in ((False, True) if batch > 1 and args.device == "cuda" else (False,)):
-                    try:
-                        results["mcl"].append(bench_mcl(args, attn, batch, checkpointing))
-                    except torch.OutOfMemoryError:
-                        results["mcl"].append({"attn": attn, "batch": batch, "checkpointing": checkpointing,
-                                               "error": "out of memory"})
-                        _free(args)
-                    print(json.dumps(results["mcl"][-1]), flush=True)
-    if "generation" in todo:
-        results["generation"].append(bench_generation(args, attns[-1]))
-        print(json.dumps(results["generation"][-1]), flush=True)
+        for batch in (int(b) for b in args.mcl_batches.split(",")):
+            try:
+                results["mcl"].append(bench_mcl(args, model_dir, train_studies, batch))
+            except torch.OutOfMemoryError:
+                results["mcl"].append({"batch": batch, "error": "out of memory"})
+                _free()
+            print(json.dumps(results["mcl"][-1]), flush=True)
     if "svr" in todo:
-        results["svr"].append(bench_svr(args, attns[-1]))
+        results["svr"].append(bench_svr(args, model_dir, train_studies))
         print(json.dumps(results["svr"][-1]), flush=True)
+    if "generation" in todo:
+        reports = synthetic_studies(args.work / "images", args.reports, size)
+        results["generation"].append(bench_generation(args, model_dir, reports))
+        print(json.dumps(results["generation"][-1]), flush=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "results.md").write_text(markdown(results) + "\n")
     print(markdown(results))
     return 0
 
 
+def _pct(value: float | None) -> str:
+    return f"{value:.1%}" if value is not None else "n/a (no GPU peak)"
+
+
 def markdown(results: dict[str, Any]) -> str:
-    lines = [f"Device: {results['device']} (torch {results['torch']}){' — TINY smoke run' if results['tiny'] else ''}",
-             "", "| MCL step | batch | grad ckpt | tokens/step | s/step | tokens/s | MFU |", "|---|---|---|---|---|---|---|"]
-    for r in results["mcl"]:
-        if "error" in r:
-            lines.append(f"| {r['attn']} | {r['batch']} | {r['checkpointing']} | - | - | {r['error']} | - |")
-            continue
-        mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"
-        lines.append(f"| {r['attn']} | {r['batch']} | {r['checkpointing']} | {r['tokens']} | {r['step_s']:.3f} | "
-                     f"{r['tokens_per_s']:.0f} | {mfu} |")
-    for r in results["generation"]:
-        lines += ["", f"Generation of {r['reports']} reports x {r['new_tokens']} new tokens ({r['attn']}): "
-                  f"batch 1 {r['batch1_s_per_report']:.3f} s/report (projected {r['batch1_projected_total_s']:.0f} s), "
-                  f"batch {r['gen_batch']} {r['batched_s_per_report']:.4f} s/report, total {r['batched_total_s']:.0f} s"
-                  f"{'' if r['batched_total_is_measured'] else ' (projected)'}; speed-up {r['speedup']:.1f}x"]
+    memory = "peak GPU GiB" if results["gpu"] else "peak RSS GiB"
+    lines = [f"Device: {results['device']} (torch {results['torch']}), {results['architecture']}"
+             + ("" if results["gpu"] else " — no GPU: CPU numbers, not a GPU measurement"), ""]
+    if results["mcl"]:
+        lines += [f"| MCL (SFTTrainer) batch | tokens/step | s/step | tokens/s | MFU | {memory} |",
+                  "|---:|---:|---:|---:|---:|---:|"]
+        for r in results["mcl"]:
+            if "error" in r:
+                lines.append(f"| {r['batch']} | - | - | {r['error']} | - | - |")
+                continue
+            lines.append(f"| {r['batch']} | {r['tokens_per_step']:.0f} | {r['step_s']:.3f} | {r['tokens_per_s']:.0f} | "
+                         f"{_pct(r['mfu'])} | {r['peak_mem_gib']:.1f} |")
+        lines.append("")
     for r in results["svr"]:
-        parts = ", ".join(f"{k[:-2]} {v:.2f}s" for k, v in r.items() if k.endswith("_s") and k != "total_s")
-        lines += ["", f"SVR step, {r['num_generations']} generations x {r['completion_tokens']} tokens: "
-                  f"{r['total_s']:.2f} s/step ({parts})"]
+        lines += [f"SVR (GRPOTrainer), {r['completions_per_step']} completions/step (<= {r['max_completion_tokens']} "
+                  f"tokens, mean {r['mean_completion_tokens']:.0f}): {r['step_s']:.2f} s/step, "
+                  f"{r['tokens_per_s']:.0f} tokens/s, MFU {_pct(r['mfu'])}, {memory} {r['peak_mem_gib']:.1f}", ""]
+    for r in results["generation"]:
+        lines += [f"Generation (boxmedrl plugin, {r['dtype']}) of {r['reports']} reports x {r['new_tokens']} tokens: "
+                  f"batch 1 {r['batch1_s_per_report']:.3f} s/report ({r['batch1_tokens_per_s']:.0f} tokens/s; "
+                  f"projected {r['batch1_projected_total_s']:.0f} s), batch {r['gen_batch']} "
+                  f"{r['batched_s_per_report']:.4f} s/report ({r['batched_tokens_per_s']:.0f} tokens/s; measured "
+                  f"{r['batched_total_s']:.3g} s); speed-up {r['speedup']:.1f}x, {memory} {r['peak_mem_gib']:.1f}"]
     return "\n".join(lines)
 
 

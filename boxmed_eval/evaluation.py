@@ -38,6 +38,7 @@ class RunConfig:
     metrics: list[str] | None = None
     metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     overwrite: bool = False
+    task: str = "report"  # or "grounding": phrase grounding (boxmed_eval.phrase_grounding)
 
     def __post_init__(self) -> None:
         # A negative limit would slice from the end and a batch size <= 0 would drop studies:
@@ -46,6 +47,8 @@ class RunConfig:
             raise BoxmedError(f"limit must be a positive number of studies, not {self.limit!r}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise BoxmedError(f"batch size must be a positive integer, not {self.batch_size!r}")
+        if self.task not in ("report", "grounding"):
+            raise BoxmedError(f"unknown task {self.task!r}; choose report or grounding")
 
     def default_out(self) -> Path:
         return Path("runs") / f"{self.model}_{self.dataset}_{self.split}"
@@ -223,6 +226,10 @@ def run(config: RunConfig) -> tuple[RunDirectory, dict[str, Any]]:
     rank, _ = distributed_rank()
     run_dir = RunDirectory(config.out or config.default_out())
     with run_dir.lock(rank):
+        if config.task == "grounding":
+            from boxmed_eval.phrase_grounding import run_grounding
+
+            return run_grounding(config, run_dir)
         return _run_locked(config, run_dir)
 
 
@@ -237,6 +244,9 @@ def _run_locked(config: RunConfig, run_dir: RunDirectory) -> tuple[RunDirectory,
         raise BoxmedError(f"dataset {config.dataset!r} split {config.split!r} has no studies")
     identity = config.identity()
     identity["data_root"] = str(dataset.data_root)
+    from boxmed_eval.phrase_grounding import check_task
+
+    check_task(run_dir, "report", config.overwrite)
     if rank == 0:
         run_dir.start({**identity, "batch_size": config.batch_size, "n_studies": len(studies),
                        "dropped_empty_findings": dataset.dropped_empty, "status": "generating"},

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import click
 
     from boxmed_eval.datasets.base import DatasetAdapter
+    from boxmed_eval.phrase_grounding import GroundingAnswer, GroundingQuery
 
 ENTRY_POINT_GROUP = "boxmed_eval.models"
 
@@ -72,6 +73,17 @@ class ReportGenerator(ABC):
     def provenance(self) -> dict[str, Any]:
         """Facts recorded in run.json (weights paths, versions...)."""
         return {}
+
+    def ground(self, queries: list["GroundingQuery"]) -> list["GroundingAnswer"]:
+        """Optional: phrase grounding (``boxmed-eval run --task grounding``). For each query
+        (an image and a phrase) the boxes where the phrase is seen, in pixels of the query's
+        image, with ``Box.score`` when the model has a confidence; one answer per query, same
+        ids. A plugin that does not override this cannot run the grounding task."""
+        raise BoxmedError(f"model {self.name!r} has no ground() method (phrase grounding)")
+
+    @classmethod
+    def can_ground(cls) -> bool:
+        return cls.ground is not ReportGenerator.ground
 
 
 MODELS: Registry[type[ReportGenerator]] = Registry("model", entry_point_group=ENTRY_POINT_GROUP)

@@ -38,6 +38,7 @@ class Box:
     image_width: int | None = None
     image_height: int | None = None
     image_index: int = 0  # which of the study's images the box is drawn on
+    score: float | None = None  # a model's confidence (ranks detections for AP); None: not given
 
     def __post_init__(self) -> None:
         for name in ("x1", "y1", "x2", "y2"):
@@ -46,6 +47,9 @@ class Box:
                 raise ValueError(f"box coordinate {name}={value!r} is not a finite number")
         if self.x2 < self.x1 or self.y2 < self.y1:
             raise ValueError(f"box ({self.x1},{self.y1},{self.x2},{self.y2}) has x2<x1 or y2<y1")
+        if self.score is not None and (isinstance(self.score, bool) or not isinstance(self.score, (int, float))
+                                       or not math.isfinite(self.score)):
+            raise ValueError(f"box score {self.score!r} is not a finite number")
 
     @classmethod
     def from_xywh(cls, x: float, y: float, w: float, h: float, **kw: Any) -> "Box":
@@ -56,7 +60,10 @@ class Box:
         return (self.x2 - self.x1) * (self.y2 - self.y1)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["score"] is None:  # files written before box scores existed stay byte-identical
+            del data["score"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Box":

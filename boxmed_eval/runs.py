@@ -42,7 +42,8 @@ IDENTITY_FIELDS = ("model", "model_args", "dataset", "split", "data_root", "data
 # Files a run directory's writers produce; ``--overwrite`` removes these and nothing else.
 # The judge cache (judge_cache.jsonl) is deliberately absent: its replies are keyed by judge
 # model, settings and prompt, so they stay valid, and they can cost hours to obtain again.
-RUN_OUTPUTS = ("run.json", "predictions.jsonl", "references.jsonl", "scores.csv", "summary.json", "per_class.csv")
+RUN_OUTPUTS = ("run.json", "predictions.jsonl", "references.jsonl", "scores.csv", "summary.json", "per_class.csv",
+               "grounding_predictions.jsonl")
 
 _VERSIONED_PACKAGES = ("boxmed-eval", "torch", "transformers", "peft", "trl", "pycocoevalcap", "rouge-score",
                        "scipy", "numpy", "pandas")
@@ -207,6 +208,7 @@ class RunDirectory:
         found = [self.path / n for n in sorted(names) if (self.path / n).is_file()]
         # not the lock: whoever overwrites holds it
         found += sorted(p for p in self.path.glob("predictions.rank*.jsonl") if p.is_file())
+        found += sorted(p for p in self.path.glob("grounding_predictions.rank*.jsonl") if p.is_file())
         return found
 
     def _read_summary_quietly(self) -> dict[str, Any] | None:
@@ -229,7 +231,7 @@ class RunDirectory:
         if existing is None and not overwrite:
             # shards are excluded: another rank of this very launch may have started first
             orphans = [p.name for p in self.output_files() if p.name != "run.json"
-                       and not p.name.startswith("predictions.rank")]
+                       and not p.name.startswith(("predictions.rank", "grounding_predictions.rank"))]
             if orphans:
                 raise BoxmedError(f"{self.path} holds {', '.join(orphans)} but no run.json, so it is not a run "
                                   "this command can resume (the predictions may come from another model). "

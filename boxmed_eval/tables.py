@@ -32,7 +32,13 @@ METRIC_LABELS: dict[str, str] = {
     "chexpert_f1": "CheXpert", "chexpert_precision": "CheXpert P", "chexpert_recall": "CheXpert R",
     "chexpert_example_f1": "CheXpert F1 (ex.)", "chexpert_macro_f1": "CheXpert macro F1",
     "green": "GreenScore",
+    # ReXrank's columns (CXR-Report-Metric's names for the same numbers)
+    "radcliq_bleu_2": "BLEU", "bertscore_cxr": "BertScore", "sembscore": "SembScore",
+    "radgraph_combined": "RadGraph", "radcliq_v0": "RadCliQ-v0", "radcliq_v1": "RadCliQ-v1",
+    "radcliq_v1_inverse": "1/RadCliQ-v1", "ratescore": "RaTEScore", "crimson": "CRIMSON",
 }
+LOWER_IS_BETTER: frozenset[str] = frozenset({"radcliq_v0", "radcliq_v1"})
+"""Metrics whose best value is the lowest (RadCliQ is a predicted error count)."""
 """Column headers as the paper prints them (``chexpert_f1`` is its "CheXpert" column)."""
 
 STANDARD_METRICS: tuple[str, ...] = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider",
@@ -86,8 +92,9 @@ class Table:
     def rows(self) -> list[list[Cell]]:
         return [row for _, rows in self.groups for row in rows]
 
-    def mark_best(self, columns: Sequence[int]) -> None:
-        """Bold the highest displayed value of each column (ties: every one of them)."""
+    def mark_best(self, columns: Sequence[int], lowest: Sequence[int] = ()) -> None:
+        """Bold the highest displayed value of each column, the lowest for those in ``lowest``
+        (ties: every one of them)."""
         for column in columns:
             shown = []
             for row in self.rows():
@@ -97,7 +104,7 @@ class Table:
                     continue
             if not shown:
                 continue
-            best = max(value for value, _ in shown)
+            best = (min if column in lowest else max)(value for value, _ in shown)
             for value, cell in shown:
                 cell.bold = value == best
 
@@ -246,7 +253,15 @@ DATASET_ALIASES = {"mimic": "mimic_cxr", "mimic_cxr": "mimic_cxr", "mimic-cxr": 
                    "iu_xray": "iu_xray", "iu-xray": "iu_xray", "iu": "iu_xray"}
 PUBLISHED_TABLES = {"mimic_cxr": ("mimic_cxr_table1.csv", "Table 1", "MIMIC-CXR"),
                     "iu_xray": ("iu_xray_table2.csv", "Table 2", "IU X-Ray")}
-_PUBLISHED_META = ("method", "year", "group", "reproduced")
+_PUBLISHED_META = ("method", "year", "group", "reproduced", "institution", "rank")
+# Public leaderboards other than the paper's tables: (file, caption). ReXrank scores with
+# CXR-Report-Metric (BLEU-2, BERTScore, SembScore, RadGraph, RadCliQ), GREEN and RaTEScore; its
+# columns carry the project's names for those numbers (benchmarks/published/README.md).
+LEADERBOARD_SOURCES = {
+    "rexrank": ("rexrank_iu_xray_findings_1602a4c.csv",
+                "ReXrank IU X-Ray findings leaderboard (rajpurkarlab/ReXrank @ 1602a4c)"),
+    "rexrank-8152f99": ("rexrank_iu_xray_8152f99.csv", "ReXrank IU X-Ray leaderboard (rajpurkarlab/ReXrank @ 8152f99)"),
+}
 
 
 def published_dir() -> Path:
@@ -265,6 +280,7 @@ class PublishedRow:
     reproduced: bool
     values: dict[str, float | None]
     texts: dict[str, str]  # the numbers exactly as transcribed
+    institution: str = ""
 
 
 @dataclass
@@ -272,14 +288,27 @@ class PublishedTable:
     metrics: list[str]
     rows: list[PublishedRow]
     source: Path
+    caption: str = ""  # a leaderboard's own name; empty for the paper's tables
 
 
-def load_published(dataset: str, directory: str | os.PathLike[str] | None = None) -> PublishedTable | None:
-    """The paper's comparison table of ``dataset`` (``None`` when the paper has none)."""
+def load_published(dataset: str, directory: str | os.PathLike[str] | None = None, *,
+                   source: str = "paper") -> PublishedTable | None:
+    """The paper's comparison table of ``dataset`` (``None`` when the paper has none), or with
+    ``source`` one of :data:`LEADERBOARD_SOURCES` (IU X-Ray only)."""
     key = DATASET_ALIASES.get(dataset.lower())
-    if key is None:
+    if source != "paper":
+        if source not in LEADERBOARD_SOURCES:
+            raise DataError(f"unknown leaderboard source {source!r}",
+                            fix=f"use paper or one of {', '.join(LEADERBOARD_SOURCES)}")
+        if key != "iu_xray":
+            raise DataError(f"the {source} leaderboard is published for IU X-Ray only, not {dataset!r}",
+                            fix="pass --dataset iu_xray, or --source paper")
+        file_name, caption = LEADERBOARD_SOURCES[source]
+    elif key is None:
         return None
-    path = Path(directory or published_dir()) / PUBLISHED_TABLES[key][0]
+    else:
+        file_name, caption = PUBLISHED_TABLES[key][0], ""
+    path = Path(directory or published_dir()) / file_name
     if not path.exists():
         raise DataError("published results file not found", file=path,
                         fix="run from the source tree or set BOXMED_PUBLISHED_DIR to benchmarks/published")
@@ -297,9 +326,10 @@ def load_published(dataset: str, directory: str | os.PathLike[str] | None = None
                     values[metric] = float(text) if text else None
                 except ValueError:
                     raise DataError(f"{metric!r} is not a number: {text!r}", file=path, record=f"row {number}") from None
-            rows.append(PublishedRow(raw["method"], raw.get("year", ""), raw.get("group", ""),
-                                     (raw.get("reproduced") or "").lower() == "yes", values, texts))
-    return PublishedTable(metrics, rows, path)
+            rows.append(PublishedRow(raw["method"], raw.get("year", ""), raw.get("group") or caption,
+                                     (raw.get("reproduced") or "").lower() == "yes", values, texts,
+                                     raw.get("institution", "")))
+    return PublishedTable(metrics, rows, path, caption)
 
 
 # ---------------------------------------------------------------------------- leaderboard
@@ -313,11 +343,12 @@ def _dataset_matches(run: RunData, key: str | None, dataset: str) -> bool:
 
 def leaderboard_table(dataset: str, runs: Sequence[RunData] = (), *, published: bool = True,
                       published_directory: str | os.PathLike[str] | None = None,
-                      metrics: Sequence[str] | None = None) -> Table:
+                      metrics: Sequence[str] | None = None, source: str = "paper") -> Table:
     """Table 1 (MIMIC-CXR) or Table 2 (IU X-Ray): the paper's rows in its groups, then the
-    local runs in their own group; best value per column in bold."""
+    local runs in their own group; best value per column in bold (lowest for RadCliQ). With
+    ``source="rexrank"``, the ReXrank leaderboard's rows instead of the paper's."""
     key = DATASET_ALIASES.get(dataset.lower())
-    table_data = load_published(dataset, published_directory) if published else None
+    table_data = load_published(dataset, published_directory, source=source) if published else None
     if metrics is None:
         if table_data is not None:
             metrics = table_data.metrics
@@ -330,7 +361,7 @@ def leaderboard_table(dataset: str, runs: Sequence[RunData] = (), *, published: 
     notes: list[str] = []
     if table_data is not None:
         for row in table_data.rows:
-            name = row.method + (" †" if row.reproduced else "")
+            name = row.method + (" †" if row.reproduced else "") + (f" ({row.institution})" if row.institution else "")
             cells = [Cell(name, row.method), Cell(row.year or MISSING, row.year)]
             for metric in metrics:
                 text = row.texts.get(metric, "")
@@ -356,14 +387,19 @@ def leaderboard_table(dataset: str, runs: Sequence[RunData] = (), *, published: 
             notes.append(f"{run.name}: CheXpert = {convention}.")
     if local_rows:
         groups.append((LOCAL_GROUP if table_data is not None else None, local_rows))
-    if table_data is not None:
+    if table_data is not None and table_data.caption:
+        caption = f"{table_data.caption} with local runs; best per column in bold (lowest RadCliQ)."
+        notes.append("ReXrank's numbers come from CXR-Report-Metric (BLEU = its BLEU-2, RadGraph = radgraph_combined), "
+                     "GREEN and RaTEScore; score local runs with --metrics radcliq,bertscore,sembscore,radgraph,"
+                     "ratescore,green to fill these columns. A '-' in a local row: the metric was not computed.")
+    elif table_data is not None:
         label, name = PUBLISHED_TABLES[key][1], PUBLISHED_TABLES[key][2]  # type: ignore[index]
         caption = f"{label} of the BoxMed-RL paper ({name}) with local runs; best per column in bold."
     else:
         caption = f"Local runs on {dataset}; best per column in bold."
     table = Table(headers, groups, caption=caption, notes=notes, label_columns=2,
                   latex_label=f"tab:leaderboard-{key or dataset}", csv_headers=["method", "year", *metrics])
-    table.mark_best(range(2, len(headers)))
+    table.mark_best(range(2, len(headers)), lowest=[2 + i for i, m in enumerate(metrics) if m in LOWER_IS_BETTER])
     return table
 
 

@@ -266,6 +266,29 @@ class BoxMedRL(ReportGenerator):
                                                     image_width=width, image_height=height, image_index=0))
 
 
+    def ground(self, queries: list[Any]) -> list[Any]:
+        """Phrase grounding (``run --task grounding``): SVR's prompt with the query phrase
+        (:func:`boxmed_model.prompts.svr_messages`), answered by the phase-I model (adapter off, as
+        in grounded mode: SVR trained it), greedy; every ``(x1,y1),(x2,y2)`` inside ``<answer>``
+        (the reward's parser, :func:`boxmed_model.rewards.parse_boxes`) is a box, 0..1000 of the
+        image, mapped to pixels of the original image. Greedy decoding gives no confidence, so
+        the boxes carry no score (AP then ranks them in input order)."""
+        from boxmed_eval.phrase_grounding import GroundingAnswer
+        from boxmed_model.data import load_image
+
+        self.setup()
+        loaded = [load_image(q.image_path, self.image_scale) for q in queries]
+        answers = self._generate([prompts.svr_messages(q.phrase) for q in queries], [image for image, _ in loaded],
+                                 self.max_reasoning_tokens, use_adapter=False)
+        out = []
+        for query, (_, (width, height)), answer in zip(queries, loaded, answers):
+            boxes = [Box(*from_qwen(corners, width, height), phrase=query.phrase, image_width=width,
+                         image_height=height, image_index=query.image_index)
+                     for corners in parse_boxes(answer_text(answer))]
+            out.append(GroundingAnswer(query.id, boxes))
+        return out
+
+
 # ---------------------------------------------------------------------- training command
 
 PRETRAIN_DATASETS = ("ms_cxr", "latte_cxr", "demo")  # box-sentence sets (paper: MS-CXR and LATTE-CXR)
@@ -459,7 +482,7 @@ def train_from_wiring(stage: str, base: str, cfg: Any, wiring: DataWiring, out: 
     texts = [s.findings for s in (reports or pretrain or [])]
     base_path = prepare_base(base, base_dir or out, texts)
     return run_pipeline(stage, base_path, cfg, out, report_studies=reports, pretrain_studies=pretrain,
-                        base_label=base, data=data, shared=shared)
+                        base_label=base, data=data, shared=shared, root=base_dir)
 
 
 BoxMedRL.training_command = train_command

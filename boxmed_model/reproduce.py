@@ -87,6 +87,7 @@ def reproduce(table: str, *, base: str, wiring: Any, out: Path, config_file: str
     for row, overrides, _ in plan:
         click.echo(f"[{table}] generating and scoring {row} on {wiring.dataset}/test")
         args = {"weights": str(out / "train" / row), **overrides, **(model_args or {})}
+        _follow_move(out / "runs" / row, args["weights"], row)
         run(RunConfig(model="boxmedrl", dataset=wiring.dataset, split="test", data_root=wiring.root(wiring.dataset),
                       dataset_options=wiring.options.get(wiring.dataset, {}), model_args=args,
                       out=str(out / "runs" / row), limit=eval_limit, batch_size=batch_size, metrics=metrics))
@@ -110,6 +111,24 @@ def reproduce(table: str, *, base: str, wiring: Any, out: Path, config_file: str
         written[fmt] = path
     click.echo(written["markdown"].read_text(encoding="utf-8"))
     return written
+
+
+def _follow_move(run_out: Path, weights: str, row: str) -> None:
+    """After ``--out`` was moved, a row's ``run.json`` still names its weights at the old place,
+    and ``run`` would refuse the directory as another run's. When that old place is gone and
+    was this row's ``train/<row>`` too, point the record at the new place (same weights)."""
+    from boxmed_eval.runs import RunDirectory
+
+    run_dir = RunDirectory(run_out)
+    config = run_dir.read_config()
+    old = ((config or {}).get("model_args") or {}).get("weights")
+    if not old or old == weights or Path(old).exists():
+        return
+    if Path(old).parts[-2:] != ("train", row):
+        return
+    log.info("%s: weights moved from %s to %s", run_out, old, weights)
+    config["model_args"] = {**config["model_args"], "weights": weights}
+    run_dir.write_config(config)
 
 
 def _command(table: str, doc: str) -> click.Command:

@@ -182,16 +182,12 @@ def _sft_args(cfg: PipelineConfig, stage_cfg: Any, out: Path) -> Any:
 
 # ------------------------------------------------------------------------- stages
 
-def run_mcl(start: str, studies: list[Study], cfg: PipelineConfig, out_dir: str | os.PathLike[str], *,
-            grounding_studies: list[Study] | None = None) -> StageResult:
-    """Phase I.1: SFT of the whole model on the CoT targets (Eq. 1); with
-    ``cfg.mcl.grounding_warmup`` also on SVR-format answers of ``grounding_studies`` (default
-    ``studies``; a demo choice, see :class:`boxmed_model.config.MCLConfig`)."""
+def build_mcl_trainer(start: str, studies: list[Study], cfg: PipelineConfig, out: Path, *,
+                      grounding_studies: list[Study] | None = None) -> tuple[Any, Any]:
+    """The MCL ``SFTTrainer`` (and processor) that :func:`run_mcl` trains into stage directory
+    ``out``; ``benchmarks/bench_boxmedrl_gpu.py`` times this very trainer."""
     from trl import SFTTrainer
 
-    out = Path(out_dir) / "mcl"
-    if (out / "final" / "config.json").is_file():
-        return StageResult("mcl", str(out / "final"), skipped=True)
     processor = load_processor(start)
     rows = stage_data.mcl_rows(studies, cfg.image_scale)  # boxed chains already come as SVR-format rows
     if cfg.mcl.grounding_warmup and grounding_studies is not None and grounding_studies is not studies:
@@ -200,17 +196,26 @@ def run_mcl(start: str, studies: list[Study], cfg: PipelineConfig, out_dir: str 
     model = load_model(start, cfg)
     trainer = SFTTrainer(model=model, args=_sft_args(cfg, cfg.mcl, out), train_dataset=dataset,
                          processing_class=processor)
+    return trainer, processor
+
+
+def run_mcl(start: str, studies: list[Study], cfg: PipelineConfig, out_dir: str | os.PathLike[str], *,
+            grounding_studies: list[Study] | None = None) -> StageResult:
+    """Phase I.1: SFT of the whole model on the CoT targets (Eq. 1); with
+    ``cfg.mcl.grounding_warmup`` also on SVR-format answers of ``grounding_studies`` (default
+    ``studies``; a demo choice, see :class:`boxmed_model.config.MCLConfig`)."""
+    out = Path(out_dir) / "mcl"
+    if (out / "final" / "config.json").is_file():
+        return StageResult("mcl", str(out / "final"), skipped=True)
+    trainer, processor = build_mcl_trainer(start, studies, cfg, out, grounding_studies=grounding_studies)
     trainer.train(resume_from_checkpoint=_resume_point(out))
     return _finish(trainer, processor, out, "mcl")
 
 
-def run_svr(start: str, studies: list[Study], cfg: PipelineConfig, out_dir: str | os.PathLike[str]) -> StageResult:
-    """Phase I.2: GRPO with R = R_IoU + R_format (Eq. 9), KL to the frozen start model."""
+def build_svr_trainer(start: str, studies: list[Study], cfg: PipelineConfig, out: Path) -> tuple[Any, Any]:
+    """The SVR ``GRPOTrainer`` (and processor) that :func:`run_svr` trains into ``out``."""
     from trl import GRPOConfig, GRPOTrainer
 
-    out = Path(out_dir) / "svr"
-    if (out / "final" / "config.json").is_file():
-        return StageResult("svr", str(out / "final"), skipped=True)
     svr = cfg.svr
     processor = load_processor(start)
     dataset = stage_data.to_dataset(stage_data.svr_rows(studies, cfg.image_scale), cfg.image_scale)
@@ -230,6 +235,15 @@ def run_svr(start: str, studies: list[Study], cfg: PipelineConfig, out_dir: str 
     model.config._name_or_path = start
     trainer = GRPOTrainer(model=model, reward_funcs=[iou_reward, format_reward], args=args, train_dataset=dataset,
                           processing_class=processor)
+    return trainer, processor
+
+
+def run_svr(start: str, studies: list[Study], cfg: PipelineConfig, out_dir: str | os.PathLike[str]) -> StageResult:
+    """Phase I.2: GRPO with R = R_IoU + R_format (Eq. 9), KL to the frozen start model."""
+    out = Path(out_dir) / "svr"
+    if (out / "final" / "config.json").is_file():
+        return StageResult("svr", str(out / "final"), skipped=True)
+    trainer, processor = build_svr_trainer(start, studies, cfg, out)
     trainer.train(resume_from_checkpoint=_resume_point(out))
     return _finish(trainer, processor, out, "svr")
 
@@ -276,13 +290,10 @@ def _visual(model: Any) -> Any:
     return visual
 
 
-def run_adapter(start: str, studies: list[Study], cfg: PipelineConfig, out_dir: str | os.PathLike[str]) -> StageResult:
-    """Phase II: image -> findings SFT (Eq. 12) training only the adapter (or the Table-5 parts)."""
+def build_adapter_trainer(start: str, studies: list[Study], cfg: PipelineConfig, out: Path) -> tuple[Any, Any]:
+    """The phase-II ``SFTTrainer`` (and processor) that :func:`run_adapter` trains into ``out``."""
     from trl import SFTTrainer
 
-    out = Path(out_dir) / "adapter"
-    if (out / "final").is_dir() and any((out / "final").glob("*.json")):
-        return StageResult("adapter", str(out / "final"), skipped=True)
     processor = load_processor(start)
     dataset = stage_data.to_dataset(stage_data.adapter_rows(studies, cfg.image_scale), cfg.image_scale)
     model = prepare_adapter_model(load_model(start, cfg), cfg)
@@ -290,6 +301,15 @@ def run_adapter(start: str, studies: list[Study], cfg: PipelineConfig, out_dir: 
     if cfg.use_adapter and _use_gradient_checkpointing(cfg):
         setattr(args, f"{_checkpointing_field()}_kwargs", {"use_reentrant": False})  # frozen inputs + checkpointing
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor)
+    return trainer, processor
+
+
+def run_adapter(start: str, studies: list[Study], cfg: PipelineConfig, out_dir: str | os.PathLike[str]) -> StageResult:
+    """Phase II: image -> findings SFT (Eq. 12) training only the adapter (or the Table-5 parts)."""
+    out = Path(out_dir) / "adapter"
+    if (out / "final").is_dir() and any((out / "final").glob("*.json")):
+        return StageResult("adapter", str(out / "final"), skipped=True)
+    trainer, processor = build_adapter_trainer(start, studies, cfg, out)
     trainer.train(resume_from_checkpoint=_resume_point(out))
     return _finish(trainer, processor, out, "adapter")
 
@@ -313,16 +333,19 @@ def ablation_of(lineage: list[str] | None) -> str | None:
     return next((name for name, flags in ABLATIONS.items() if flags == used), None)
 
 
-def _relative(path: str, out: Path) -> str:
-    """Paths inside the run directory are stored relative to it (the directory can move);
-    others (an HF id, a shared base) as given."""
+def _relative(path: str, out: Path, root: Path | None = None) -> str:
+    """Paths inside the run directory are stored relative to it (the directory can move), and
+    so are paths inside ``root``, a directory around it that moves with it (``reproduce``'s
+    ``--out``: the shared base and the stages shared from a sibling row, e.g.
+    ``../full/mcl/final``); others (an HF id, a base elsewhere) as given."""
     p = Path(path)
     if not p.exists():
         return path
-    try:
-        return str(p.resolve().relative_to(out.resolve()))
-    except ValueError:
-        return str(p.resolve())
+    resolved = p.resolve()
+    for anchor in (out, root):
+        if anchor is not None and resolved.is_relative_to(Path(anchor).resolve()):
+            return os.path.relpath(resolved, out.resolve())
+    return str(resolved)
 
 
 def _stored_lineage(manifest: dict[str, Any], name: str) -> list[str]:
@@ -338,7 +361,8 @@ def _stored_lineage(manifest: dict[str, Any], name: str) -> list[str]:
 def run_pipeline(stage: str, base: str, cfg: PipelineConfig, out_dir: str | os.PathLike[str], *,
                  report_studies: list[Study] | None = None, grounding_studies: list[Study] | None = None,
                  pretrain_studies: list[Study] | None = None, base_label: str | None = None,
-                 data: dict[str, Any] | None = None, shared: dict[str, str] | None = None) -> dict[str, Any]:
+                 data: dict[str, Any] | None = None, shared: dict[str, str] | None = None,
+                 root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Run ``stage`` (mcl, svr, adapter or all) and update the manifest.
 
     Data (paper Sec. 4.2): ``pretrain_studies`` (box-sentence sets: MS-CXR, LATTE-CXR) feed MCL
@@ -346,7 +370,9 @@ def run_pipeline(stage: str, base: str, cfg: PipelineConfig, out_dir: str | os.P
     ``pretrain_studies``, MCL falls back to ``report_studies`` and SVR to ``grounding_studies``.
     ``data`` (dataset names/options) is recorded per stage. ``shared`` maps a stage name to the
     ``final/`` directory of an identical stage trained elsewhere (``reproduce`` shares MCL
-    between the Table-4 rows): it is recorded, not retrained.
+    between the Table-4 rows): it is recorded, not retrained. Paths inside ``out_dir`` or
+    ``root`` (a directory around it, e.g. reproduce's ``--out``) are stored relative to
+    ``out_dir``, so the whole directory can move and still resume.
 
     Under ``all`` the ablation decides the chain (e.g. wo_svr: base -> MCL -> adapter); a
     stage named explicitly starts from what the manifest says came before it. Every stage
@@ -357,7 +383,8 @@ def run_pipeline(stage: str, base: str, cfg: PipelineConfig, out_dir: str | os.P
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(out)
-    stored_base = _relative(base, out)
+    anchor = Path(root) if root is not None else None
+    stored_base = _relative(base, out, anchor)
     if manifest and manifest.get("base") != stored_base:
         raise BoxmedError(f"{out} was trained from base {manifest.get('base')!r}, not {stored_base!r}: "
                           "use another --output or the same --base")
@@ -427,7 +454,8 @@ def run_pipeline(stage: str, base: str, cfg: PipelineConfig, out_dir: str | os.P
         else:
             result = run_adapter(start, _need(report_studies, "adapter"), cfg, out)
         previous = manifest["stages"].get(name, {})
-        entry = {"path": _relative(result.path, out), "start": _relative(start, out), "lineage": plan[name],
+        entry = {"path": _relative(result.path, out, anchor), "start": _relative(start, out, anchor),
+                 "lineage": plan[name],
                  "data": stage_data_keys[name] if stage_data_keys[name] is not None else previous.get("data"),
                  "summary": result.summary or previous.get("summary")}
         if name in shared:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,13 @@ gradient_accumulation_steps = 1
 [adapter]
 max_steps = 1
 """
+
+
+# Table 4 needs rows that differ: 40 MCL steps at a tiny-sized lr teach the tiny base report
+# words (greedy: "Finding: ... lung"), while the rows without MCL keep the random base's empty
+# answers after one adapter step, so "w/o MCL" rows score below the full model on every study.
+TABLE4 = QUICK.replace("[mcl]\nmax_steps = 1", "[mcl]\nmax_steps = 40\nlearning_rate = 1e-2\nwarmup_steps = 2\n"
+                                            "per_device_batch_size = 5")
 
 
 @pytest.fixture()
@@ -98,35 +106,80 @@ def test_pretraining_feeds_mcl_and_svr_and_reuse_with_another_ablation_is_refuse
     BoxMedRL(weights=str(out), ablation="full", strategy="adapter")
 
 
-def test_reproduce_table4_on_demo(tmp_path: Path, quick_toml: Path) -> None:
+def _stars(p_value: float) -> str:
+    return "" if p_value != p_value else "**" if p_value < 0.01 else "*" if p_value < 0.05 else ""  # nan: no test
+
+
+def test_reproduce_table4_on_demo(tmp_path: Path) -> None:
+    import csv as csv_module
+    import shutil
+
+    import numpy as np
+    from scipy.stats import wilcoxon
+
+    from boxmed_eval.rundata import load_run
+
+    config = tmp_path / "table4.toml"
+    config.write_text(TABLE4)
     out = tmp_path / "table4"
     args = ["reproduce", "table4", "--base", "tiny", "--pretrain-dataset", "demo", "--dataset", "demo",
-            "--train-limit", "3", "--limit", "6", "--config", str(quick_toml), "--metrics", "nlg",
-            "--model-arg", "max_new_tokens=8", "--out", str(out)]
-    result = CliRunner().invoke(main, args, catch_exceptions=False)
+            "--train-limit", "3", "--limit", "6", "--config", str(config), "--metrics", "nlg",
+            "--model-arg", "max_new_tokens=32"]
+    result = CliRunner().invoke(main, [*args, "--out", str(out)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     for row, chain in (("full", ["mcl", "svr", "adapter"]), ("wo_svr", ["mcl", "adapter"]),
                        ("wo_mcl", ["svr", "adapter"]), ("wo_mcl_svr", ["adapter"])):
         manifest = json.loads((out / "train" / row / "boxmedrl.json").read_text())
         assert manifest["stages"]["adapter"]["lineage"] == chain and manifest["ablation"] == row
+        assert manifest["base"] == "../tiny_base"  # inside --out: stored relative (the directory can move)
         assert json.loads((out / "runs" / row / "run.json").read_text())["n_studies"] == 6
     shared = json.loads((out / "train" / "wo_svr" / "boxmedrl.json").read_text())["stages"]["mcl"]
-    assert shared["shared_from"] == str((out / "train" / "full" / "mcl" / "final").resolve())
+    assert shared["shared_from"] == shared["path"] == "../full/mcl/final"
     assert not (out / "train" / "wo_svr" / "mcl").exists()  # shared, not retrained
     markdown = (out / "table4.md").read_text()
     for label in ("w/o MCL & SVR", "w/o SVR", "w/o MCL", "BoxMed-RL"):
         assert f"| {label} |" in markdown
-    header = markdown.splitlines()[0] if markdown.startswith("|") else next(
-        line for line in markdown.splitlines() if line.startswith("|"))
+    header = next(line for line in markdown.splitlines() if line.startswith("|"))
     assert all(h in header for h in ("MCL", "SVR", "Adapter", "BLEU-1"))
     assert "Wilcoxon" in markdown and "* p < 0.05" in markdown
-    csv = (out / "table4.csv").read_text().splitlines()
-    assert csv[0].startswith("configuration,mcl,svr,adapter,bleu_1") and "bleu_1_stars" in csv[0] and len(csv) >= 5
-    assert csv[1].startswith("w/o MCL & SVR,no,no,yes,")  # the tick columns
+    with (out / "table4.csv").open(newline="") as handle:
+        table = list(csv_module.DictReader(handle))
+    assert [r["configuration"] for r in table] == ["w/o MCL & SVR", "w/o SVR", "w/o MCL", "BoxMed-RL"]
+    assert table[0]["mcl"] == "no" and table[0]["adapter"] == "yes"  # the tick columns
     assert "\\begin{tabular}" in (out / "table4.tex").read_text()
-    # resumable: a rerun trains nothing and generates nothing new
-    again = CliRunner().invoke(main, args, catch_exceptions=False)
-    assert again.exit_code == 0 and "built the tiny base" not in again.output
+
+    # every star is scipy's one-tailed Wilcoxon (is the row lower than the full model?) on the
+    # per-study scores, and at least one row is starred: the rows really differ
+    metrics = ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l"]
+    scores = {row: load_run(out / "runs" / row, require_scores=True).require_scores()
+              for row in ("full", "wo_mcl_svr", "wo_svr", "wo_mcl")}
+    starred = []
+    for label, row in (("w/o MCL & SVR", "wo_mcl_svr"), ("w/o SVR", "wo_svr"), ("w/o MCL", "wo_mcl")):
+        line = next(r for r in table if r["configuration"] == label)
+        for metric in metrics:
+            full = scores["full"][metric].to_numpy(float)
+            other = scores[row].loc[scores["full"].index, metric].to_numpy(float)
+            p = float("nan") if np.all(other == full) else wilcoxon(other, full, alternative="less").pvalue
+            assert line[f"{metric}_stars"] == _stars(p), (label, metric, p)
+            if line[f"{metric}_stars"]:
+                starred.append((label, metric))
+    assert ("w/o MCL & SVR", "bleu_1") in starred, starred
+    assert re.search(r"\| w/o MCL & SVR \|.*\d\\\*", markdown)  # the star is in the rendered tables too
+    assert re.search(r"\d\$\^\{\*\}\$", (out / "table4.tex").read_text())
+
+    # resumable, also after the whole directory moved: nothing is trained or generated again
+    moved = tmp_path / "elsewhere" / "table4"
+    moved.parent.mkdir()
+    shutil.move(str(out), str(moved))
+    adapter = moved / "train" / "full" / "adapter" / "final" / "adapter_model.safetensors"
+    before = adapter.stat().st_mtime_ns
+    again = CliRunner().invoke(main, [*args, "--out", str(moved)], catch_exceptions=False)
+    assert again.exit_code == 0, again.output
+    assert "built the tiny base" not in again.output and adapter.stat().st_mtime_ns == before
+    for row in ("full", "wo_svr", "wo_mcl", "wo_mcl_svr"):
+        record = json.loads((moved / "runs" / row / "run.json").read_text())
+        assert record["generated_this_session"] == 0 and record["model_args"]["weights"] == str(moved / "train" / row)
+    assert (moved / "table4.md").read_text() == markdown
 
 
 def test_max_new_tokens_defaults_from_the_dataset() -> None:

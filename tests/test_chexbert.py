@@ -28,7 +28,11 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
     bert_dir = root / "bert"
     bert_dir.mkdir()
     (bert_dir / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    BertTokenizerFast(vocab_file=str(bert_dir / "vocab.txt"), do_lower_case=True).save_pretrained(bert_dir)
+    # from_pretrained, not BertTokenizerFast(vocab_file=...): on transformers 5 the latter reads no
+    # vocabulary and maps every word to [UNK], which would make every report look alike
+    tokenizer = BertTokenizerFast.from_pretrained(bert_dir, do_lower_case=True)
+    assert tokenizer("pleural effusion")["input_ids"][1:-1] == [5 + WORDS.index("pleural"), 5 + WORDS.index("effusion")]
+    tokenizer.save_pretrained(bert_dir)
     config = BertConfig(vocab_size=5 + len(WORDS), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=37, max_position_embeddings=64)
     config.save_pretrained(bert_dir)

@@ -122,18 +122,15 @@ def test_registered_not_default_and_unavailable_offline(monkeypatch, tmp_path):
     assert not ok and "GEMA-Score-distilled-Xray-Qwen" in reason and "--judge gema=" in reason
 
 
-def test_server_judge_uses_the_completions_endpoint_by_default(monkeypatch):
-    from boxmed_eval.judges import metric as judged
+def test_server_judge_uses_the_completions_endpoint_by_default():
+    from boxmed_eval.judges.openai import OpenAIJudge
 
-    built: list[dict] = []
+    def api_of(**options) -> str:
+        metric = GemaMetric(judge="http://127.0.0.1:9/v1", judge_model="m", dataset="iu_xray", **options)
+        backend = metric.make_backend()
+        assert isinstance(backend, OpenAIJudge)
+        return backend.api
 
-    def fake_make_backend(self):
-        built.append(dict(self.options))
-        return CannedJudge({}, [])
-
-    monkeypatch.setattr(judged.JudgedMetric, "make_backend", fake_make_backend)
-    GemaMetric(judge="http://127.0.0.1:9/v1").make_backend()
-    GemaMetric(judge="http://127.0.0.1:9/v1", judge_api="chat").make_backend()
-    assert built[0]["judge_api"] == "completions"  # gemascore applies no chat template
-    assert built[1]["judge_api"] == "chat"
+    assert api_of() == "completions"  # gemascore applies no chat template
+    assert api_of(judge_api="chat") == "chat"
     assert GemaMetric(judge="canned/gema").conventions()["gema_judge_api"] == "completions"

@@ -428,3 +428,47 @@ def test_judge_options_from_cli():
         judge_options_from_cli(["green=a/b", "green=c/d"], [])
     with pytest.raises(BoxmedError, match="nothing after"):
         judge_options_from_cli(["gema="], [])
+
+
+def test_the_server_endpoint_is_part_of_the_cache_key(tmp_path):
+    """A server's chat endpoint applies its chat template, completions does not: the replies
+    differ, so a cache written through one must not answer the other."""
+    from boxmed_eval.judges.cache import cache_key
+    from boxmed_eval.metrics.gema import GemaMetric
+    from boxmed_eval.metrics.green import GreenMetric
+
+    server = {"judge": "http://127.0.0.1:9/v1", "dataset": "iu_xray"}
+    chat = GreenMetric(**server).settings()
+    completions = GreenMetric(**server, judge_api="completions").settings()
+    assert (chat.server_api, completions.server_api) == ("chat", "completions")
+    assert cache_key("m", chat, "p") != cache_key("m", completions, "p")
+    # chat keys are those written before the endpoint was part of the key
+    assert cache_key("m", chat, "p") == cache_key("m", GenerationSettings(max_new_tokens=chat.max_new_tokens,
+                                                                        prompt_format="green"), "p")
+    assert GemaMetric(**server).settings().server_api == "completions"  # gemascore's raw prompt
+    assert GemaMetric(**server, judge_api="chat").settings().server_api == "chat"
+    local = tmp_path / "judge"
+    local.mkdir()
+    assert GreenMetric(judge=str(local)).settings().server_api == ""
+
+
+def test_a_total_token_bound_gives_each_prompt_what_it_would_get_alone(tiny_model_dir):
+    """green_score's generate(max_length=2048): prompt + reply tokens are bounded, per prompt."""
+    from boxmed_eval.judges.hf import HFJudge
+
+    prompts = ["short one", "a somewhat longer prompt about pleural effusion and cardiomegaly", "x"]
+    batched = HFJudge(tiny_model_dir, batch_size=3, device="cpu")
+    lengths = [len(batched.tokenizer(p)["input_ids"]) for p in prompts]
+    total = max(lengths) + 3
+    settings = GenerationSettings(max_new_tokens=100, prompt_format="raw", max_total_tokens=total)
+    replies = dict(batched.generate(prompts, settings))
+    single = HFJudge(tiny_model_dir, batch_size=1, device="cpu")
+    assert replies == dict(single.generate(prompts, settings))
+    for index, prompt in enumerate(prompts):  # the same as asking for total - prompt length new tokens
+        alone = GenerationSettings(max_new_tokens=total - lengths[index], prompt_format="raw")
+        assert replies[index] == dict(single.generate([prompt], alone))[0]
+    assert len({total - n for n in lengths}) == 3  # three different budgets in one batch
+    green_local = GreenMetric(judge=str(tiny_model_dir)).settings()
+    assert (green_local.max_total_tokens, green_local.max_new_tokens) == (2048, 2048)  # the total governs
+    assert GreenMetric(judge=str(tiny_model_dir), max_new_tokens=4).settings().max_new_tokens == 4  # asked for
+    assert GreenMetric(judge="http://127.0.0.1:9/v1").settings().max_total_tokens is None

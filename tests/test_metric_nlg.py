@@ -152,15 +152,17 @@ def test_preprocess_lower_and_none() -> None:
 def test_meteor_survives_newlines_separators_and_empty_texts() -> None:
     refs = ["the heart is normal.\nlungs are clear.", "no ||| effusion", "mild cardiomegaly", "", "lungs clear"]
     hyps = ["the heart is normal.\r\nthe lungs are clear.", "no effusion ||| seen", "", "normal", "lungs clear"]
-    corpus, per = compute_meteor(refs, hyps, timeout=120)
+    scores = compute_meteor(refs, hyps, timeout=120)
+    corpus, per = scores.corpus, scores.per_segment
+    assert not scores.failed
     assert len(per) == 5 and all(math.isfinite(x) for x in per + [corpus])
     assert per[2] == 0.0 and per[3] == 0.0  # empty hypothesis / empty reference
     assert per[0] > 0.5 and per[4] > 0.9
     # same as the clean texts
-    clean_corpus, clean_per = compute_meteor(
+    clean = compute_meteor(
         ["the heart is normal. lungs are clear.", "no  effusion"], ["the heart is normal.  the lungs are clear.",
                                                                    "no effusion seen"], timeout=120)
-    assert clean_per == per[:2]
+    assert clean.per_segment == per[:2]
 
 
 @needs_java
@@ -214,3 +216,44 @@ def test_paraphrase_subset_keeps_only_entries_made_of_corpus_words(tmp_path: Pat
     # "lung" and "do"/"not" never occur; "'" does (and is always kept as a possible product)
     assert subset == "0\nheart\nthe heart\n"
     assert meteor_module.ParaphraseIndex.cached(table).words == index.words  # loaded from cache
+
+
+def _long_generation(words: int) -> str:
+    vocabulary = "the heart is normal in size lungs are clear no effusion pneumothorax".split()
+    return " ".join(vocabulary[(i * 7 + i // 13) % len(vocabulary)] for i in range(words))
+
+
+@needs_java
+def test_meteor_scores_every_other_segment_when_the_jar_fails_on_one() -> None:
+    """One huge generation exhausts the jar's heap (pycocoevalcap then dies for the whole
+    corpus): that segment is NaN and named, every other one equals a run without it. A 64 MB
+    heap and 4,000 words stand in for the default 2 GB and a 20,000-word generation."""
+    refs = ["the heart is normal in size . the lungs are clear ."] * 6
+    hyps = ["heart size normal . lungs clear .", "no effusion", _long_generation(4000), "heart normal",
+            "lungs are clear", "the heart is normal"]
+    scores = compute_meteor(refs, hyps, memory="64M", shards=2, timeout=120)
+    assert list(scores.failed) == [2] and "OutOfMemoryError" in scores.failed[2]
+    assert math.isnan(scores.per_segment[2])
+    without = compute_meteor(refs[:2] + refs[3:], hyps[:2] + hyps[3:], memory="64M", shards=1, timeout=120)
+    assert not without.failed
+    assert scores.per_segment[:2] + scores.per_segment[3:] == without.per_segment
+    assert scores.corpus == without.corpus
+
+
+@needs_java
+def test_nlg_names_the_study_meteor_failed_on_and_keeps_the_corpus() -> None:
+    refs = {f"s{i}": "the heart is normal in size . the lungs are clear ." for i in range(4)}
+    hyps = {"s0": "heart size normal .", "s1": _long_generation(4000), "s2": "lungs are clear", "s3": "no effusion"}
+    result = compute_metrics(["nlg"], refs, hyps, options={"nlg": {"meteor_memory": "64M"}})
+    assert math.isnan(result.per_sample["meteor"]["s1"])
+    assert all(math.isfinite(result.per_sample["meteor"][i]) for i in ("s0", "s2", "s3"))
+    assert math.isfinite(result.corpus["meteor"])
+    message = next(m for m in result.messages if "meteor" in m)
+    assert "'s1'" in message and "OutOfMemoryError" in message and "4,000 words" in message and "3 of 4" in message
+    assert result.corpus["bleu_1"] > 0  # the other NLG metrics are unaffected
+
+
+@needs_java
+def test_a_jar_that_fails_on_every_segment_is_an_error_not_a_corpus_of_nans() -> None:
+    with pytest.raises(MeteorError, match="in a row.*meteor_memory"):
+        compute_meteor(["heart normal"] * 5, ["heart is normal"] * 5, memory="8M", shards=1, timeout=120)

@@ -554,3 +554,36 @@ def test_same_score_command_twice_asks_the_judge_nothing_the_second_time(tmp_pat
         again = invoke(*args)
         assert again.exit_code == 0, again.output
         assert len(server.requests) == 4  # every reply came from judge_cache.jsonl
+
+
+def test_a_loopback_name_is_connected_to_at_the_checked_address(monkeypatch):
+    """DNS rebinding: a name that resolves to loopback when checked and to another machine when
+    the request is made must still reach the checked loopback address (or nothing)."""
+    import socket
+
+    from boxmed_eval.judges.openai import OpenAIJudge
+    from boxmed_eval.judges.phi import PHIGuardError, pinned_loopback_address
+    from tests.test_judges import FakeServer
+
+    real = socket.getaddrinfo
+    answers = {"rebind.localhost": "127.0.0.1"}
+
+    def fake(host, *args, **kw):
+        if host in answers:
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[host], 0))]
+        return real(host, *args, **kw)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    with FakeServer({}) as server:
+        port = server.url.split(":")[2].split("/")[0]
+        url = f"http://rebind.localhost:{port}/v1"
+        judge = OpenAIJudge(url, dataset="mimic", max_retries=0, timeout_s=5)
+        assert judge.model == "green-served"
+        answers["rebind.localhost"] = "10.255.255.1"  # the name now points elsewhere
+        assert judge._request("GET", "/models")["data"][0]["id"] == "green-served"
+        assert judge.requests_sent == 2
+        # a new judge checks again and refuses
+        with pytest.raises(PHIGuardError):
+            OpenAIJudge(url, dataset="mimic", max_retries=0, timeout_s=5)
+    assert pinned_loopback_address("http://127.0.0.1:1/v1", "mimic", False) is None  # literals connect as checked
+    assert pinned_loopback_address("http://rebind.localhost:1/v1", "iu_xray", False) is None  # public data

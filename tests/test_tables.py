@@ -333,3 +333,49 @@ def test_latex_tables_compile(tmp_path: Path, runs: dict[str, Path]) -> None:
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-3000:]
     assert (tmp_path / "tables.pdf").stat().st_size > 1000
+
+
+# ---------------------------------------------------------------------------- ReXrank leaderboard
+
+REXRANK = Path(__file__).resolve().parents[2] / "shared" / "data" / "generated_reports" / "rexrank_leaderboard"
+REXRANK_COLUMNS = {"BLEU": "radcliq_bleu_2", "BertScore": "bertscore_cxr", "SembScore": "sembscore",
+                   "RadGraph": "radgraph_combined", "RadCliQ-v0": "radcliq_v0", "RadCliQ-v1": "radcliq_v1",
+                   "1/RadCliQ-v1": "radcliq_v1_inverse", "RaTEScore": "ratescore", "GREEN": "green",
+                   "CRIMSON": "crimson"}
+
+
+@pytest.mark.parametrize("source,original", [("rexrank", "findings_result_iu_xray_at_1602a4c.csv"),
+                                             ("rexrank-8152f99", "result_iu_xray_at_8152f99.csv")])
+def test_rexrank_rows_are_the_published_leaderboard(source: str, original: str) -> None:
+    """Every packaged ReXrank number equals the leaderboard file it was taken from, and the
+    table shows each as published."""
+    if not (REXRANK / original).exists():
+        pytest.skip("the ReXrank leaderboard files are not in ../shared/data")
+    with (REXRANK / original).open(encoding="utf-8") as handle:
+        published = list(csv.DictReader(handle))
+    table = leaderboard_table("iu_xray", source=source)
+    shown = {row["method"]: row for row in csv.DictReader(io.StringIO(table.render("csv")))}
+    assert len(shown) == len(published)
+    columns = [c for c in published[0] if c in REXRANK_COLUMNS]
+    assert len(columns) >= 6
+    for row in published:
+        method = row['Model Name'].strip()
+        assert shown[method]["year"] == row["Date"].strip()
+        for column in columns:
+            assert float(shown[method][REXRANK_COLUMNS[column]]) == float(row[column]), (method, column)
+
+
+def test_rexrank_beside_local_runs_marks_the_best_and_lowest_radcliq(tmp_path: Path) -> None:
+    scores = pd.DataFrame({"id": IDS, "bertscore_cxr": [0.9] * 16})
+    local = write_run(tmp_path / "mine", scores=scores,
+                      summary={"bertscore_cxr": 0.9, "radcliq_v0": 1.5, "radcliq_v1": 0.2, "sembscore": 0.1},
+                      info={"name": "mine", "model": "fixture", "dataset": "iu_xray", "split": "test"})
+    table = leaderboard_table("iu_xray", [load_run(local)], source="rexrank-8152f99")
+    rows = {r[0].replace("\\", ""): r for r in _markdown_rows(table.render("markdown"))}
+    assert table.headers[2:] == ["BLEU", "BertScore", "SembScore", "RadGraph", "RadCliQ-v0", "RadCliQ-v1"]
+    mine = rows["mine"]
+    assert mine[3] == "**0.900**" and mine[6] == "**1.500**" and mine[7] == "**0.200**"  # RadCliQ: lowest is best
+    assert mine[2] == "-" and not mine[4].startswith("**")  # not computed; below the published SembScores
+    assert rows["Cvt2distilgpt2 (CSIRO)"][4] == "**0.605**"  # the board's best SembScore, above the local 0.1
+    with pytest.raises(DataError, match="IU X-Ray only"):
+        leaderboard_table("mimic", source="rexrank")

@@ -25,7 +25,9 @@ def models_command() -> None:
     for name, cls in MODELS.items():
         args = "; ".join(f"{k}: {v}" for k, v in getattr(cls, "arguments", {}).items())
         trains = "yes (boxmed-eval train " + name + ")" if getattr(cls, "training_command", None) else "no"
-        _entry(name, [("what", cls.description), ("needs", cls.needs), ("--model-arg", args), ("training", trains)])
+        grounds = "yes (run --task grounding)" if getattr(cls, "can_ground", lambda: False)() else "no"
+        _entry(name, [("what", cls.description), ("needs", cls.needs), ("--model-arg", args), ("training", trains),
+                      ("phrase grounding", grounds)])
     for name, error in sorted(MODELS.failures.items()):
         _entry(name, [("BROKEN", error)])
 

@@ -7,11 +7,15 @@ import click
 from boxmed_eval.cli.app import main
 from boxmed_eval.cli.options import (allow_missing_option, check_missing_metrics, judge_options,
                                      metric_options_from_cli, print_summary, requested_metrics)
+from boxmed_eval.errors import BoxmedError
 from boxmed_eval.metrics.base import resolve_metric_names
 from boxmed_eval.plugins import parse_model_args
 
 
 @main.command("run")
+@click.option("--task", type=click.Choice(["report", "grounding"]), default="report", show_default=True,
+              help="report: generate and score reports; grounding: phrase grounding (each reference phrase -> boxes, "
+                   "scored with mIoU, Acc@IoU, AP per category; the model needs a ground() method).")
 @click.option("--model", "model", required=True, help="Model plugin name (see `boxmed-eval models`).")
 @click.option("--dataset", required=True, help="Dataset name (see `boxmed-eval datasets`).")
 @click.option("--split", default="test", show_default=True, help="train, val or test.")
@@ -29,7 +33,7 @@ from boxmed_eval.plugins import parse_model_args
 @click.option("--overwrite", is_flag=True, help="Discard an existing run in --out and start again.")
 @allow_missing_option
 @judge_options
-def run_command(model: str, dataset: str, split: str, data_root: str | None, dataset_option: tuple[str, ...],
+def run_command(task: str, model: str, dataset: str, split: str, data_root: str | None, dataset_option: tuple[str, ...],
                 out: str | None, limit: int | None, batch_size: int, seed: int, metrics: str | None,
                 metric_option: tuple[str, ...], model_arg: tuple[str, ...], overwrite: bool,
                 allow_missing_metrics: bool, judge: tuple[str, ...], judge_model: tuple[str, ...], allow_remote_phi: bool,
@@ -43,9 +47,18 @@ def run_command(model: str, dataset: str, split: str, data_root: str | None, dat
                        dataset_options=parse_model_args(dataset_option), model_args=parse_model_args(model_arg),
                        out=out, limit=limit, batch_size=batch_size, seed=seed,
                        metrics=metric_names, metric_options=options,
-                       overwrite=overwrite)
+                       overwrite=overwrite, task=task)
+    if task == "grounding" and metrics:
+        raise BoxmedError("--metrics does not apply to --task grounding (its numbers are fixed: mIoU, Acc@IoU, AP); "
+                          "choose the box matching with --metric-option grounding.matching=...")
     run_dir, summary = run(config)
-    if summary:
+    if summary and task == "grounding":
+        from boxmed_eval.phrase_grounding import grounding_table
+        from boxmed_eval.rundata import load_run
+
+        click.echo(grounding_table([load_run(run_dir.path)]).render("markdown"), nl=False)
+        click.echo(f"run directory: {run_dir.path}")
+    elif summary:
         print_summary(summary)
         click.echo(f"run directory: {run_dir.path}")
         check_missing_metrics(summary, requested_metrics(metrics, metric_names or [], options), allow_missing_metrics)

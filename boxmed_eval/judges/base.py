@@ -47,6 +47,13 @@ class GenerationSettings:
     max_new_tokens: int = 1024
     repetition_penalty: float | None = None
     prompt_format: str = "chat"
+    # An OpenAI-compatible server's endpoint: "chat" (the server applies its chat template) or
+    # "completions" (the prompt is sent as formatted here); empty for local judges. The two can
+    # answer the same prompt differently, so they must not share cached replies.
+    server_api: str = ""
+    # A local judge's bound on prompt + reply tokens (green_score's generate(max_length=2048)),
+    # on top of max_new_tokens. Servers are bounded by max_new_tokens only.
+    max_total_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.prompt_format not in PROMPT_FORMATS:
@@ -54,8 +61,15 @@ class GenerationSettings:
 
     def describe(self) -> str:
         """A stable string of the settings, part of the cache key."""
-        return (f"format={self.prompt_format};max_new_tokens={self.max_new_tokens};"
-                f"repetition_penalty={self.repetition_penalty}")
+        described = (f"format={self.prompt_format};max_new_tokens={self.max_new_tokens};"
+                     f"repetition_penalty={self.repetition_penalty}")
+        # "chat" adds nothing, so that caches written before the endpoint was part of the key
+        # (all chat) stay valid
+        if self.server_api and self.server_api != "chat":
+            described += f";server_api={self.server_api}"
+        if self.max_total_tokens is not None:
+            described += f";max_total_tokens={self.max_total_tokens}"
+        return described
 
 
 class JudgeBackend(ABC):

@@ -152,17 +152,26 @@ class HFJudge(JudgeBackend):
         import torch
         from transformers import GenerationConfig
 
-        encoded = self.tokenizer(texts, return_tensors="pt", padding=True,
+        total = settings.max_total_tokens
+        encoded = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=total is not None,
+                                 max_length=total,
                                  add_special_tokens=_adds_special_tokens(settings.prompt_format, self.tokenizer))
         encoded = {k: v.to(self.device) for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
-        generation = GenerationConfig(do_sample=False, max_new_tokens=settings.max_new_tokens,
+        if total is None:
+            budgets = [settings.max_new_tokens] * len(texts)
+        else:  # prompt + reply <= total, per prompt: what each prompt would get alone
+            budgets = [max(0, min(settings.max_new_tokens, total - int(n)))
+                       for n in encoded["attention_mask"].sum(dim=1).tolist()]
+        if max(budgets) == 0:
+            return [""] * len(texts)
+        generation = GenerationConfig(do_sample=False, max_new_tokens=max(budgets),
                                       repetition_penalty=settings.repetition_penalty or 1.0,
                                       pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self._eos_ids())
         with torch.inference_mode():
             output = self.model.generate(**encoded, generation_config=generation)
         self.batches_run += 1
         new_tokens = output[:, encoded["input_ids"].shape[1]:]
-        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        return [self.tokenizer.decode(row[:budget], skip_special_tokens=True) for row, budget in zip(new_tokens, budgets)]
 
     def generate(self, prompts: Sequence[str], settings: GenerationSettings) -> Iterator[tuple[int, str]]:
         import torch

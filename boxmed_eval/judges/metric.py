@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 # Options every judged metric accepts (``Metric(**options)``); others are ignored with a warning.
 JUDGE_OPTIONS = ("judge", "judge_model", "batch_size", "cache_dir", "dataset", "allow_remote_phi",
-                 "trust_remote_code", "max_new_tokens", "device", "dtype", "concurrency", "timeout_s", "judge_api", "use_proxy")
+                 "trust_remote_code", "max_new_tokens", "max_total_tokens", "device", "dtype", "concurrency", "timeout_s", "judge_api", "use_proxy")
 
 
 def _as_bool(value: Any) -> bool:
@@ -46,6 +46,8 @@ class JudgedMetric(Metric):
     default_repo: ClassVar[str] = ""
     default_subfolder: ClassVar[str] = ""
     default_max_new_tokens: ClassVar[int] = 1024
+    default_judge_api: ClassVar[str] = "chat"
+    default_max_total_tokens: ClassVar[int | None] = None  # local judges only; None: max_new_tokens bounds
     default_dtype: ClassVar[str | None] = None  # None: the model's own half precision on GPU
     repetition_penalty: ClassVar[float | None] = None
     prompt_format: ClassVar[str] = "chat"
@@ -58,6 +60,7 @@ class JudgedMetric(Metric):
         super().__init__(**options)
         self.batch_size = _positive(self.name, options, "batch_size", int, 8)
         self.max_new_tokens = _positive(self.name, options, "max_new_tokens", int, self.default_max_new_tokens)
+        self.max_total_tokens = _positive(self.name, options, "max_total_tokens", int, self.default_max_total_tokens)
         # checked now, so that a typo fails before any judging, not as a skipped metric later
         for key, kind in (("concurrency", int), ("timeout_s", float)):
             if options.get(key) not in (None, ""):
@@ -87,9 +90,19 @@ class JudgedMetric(Metric):
         return judge_availability(self._spec, metric=self.name, default_repo=self.default_repo,
                                   dataset=self.dataset, allow_remote_phi=self.allow_remote_phi)
 
+    @property
+    def judge_api(self) -> str:
+        """The server endpoint used with an OpenAI-compatible judge (``judge_api`` option)."""
+        return str(self.options.get("judge_api") or self.default_judge_api)
+
     def settings(self) -> GenerationSettings:
-        return GenerationSettings(max_new_tokens=self.max_new_tokens, repetition_penalty=self.repetition_penalty,
-                                  prompt_format=self.prompt_format)
+        server = self.spec.kind == "openai"
+        new_tokens = self.max_new_tokens
+        if not server and self.max_total_tokens is not None and not self.options.get("max_new_tokens"):
+            new_tokens = self.max_total_tokens  # the total alone bounds a local judge, as in green_score
+        return GenerationSettings(max_new_tokens=new_tokens, repetition_penalty=self.repetition_penalty,
+                                  prompt_format=self.prompt_format, server_api=self.judge_api if server else "",
+                                  max_total_tokens=None if server else self.max_total_tokens)
 
     def make_backend(self) -> JudgeBackend:
         options = self.options
@@ -99,8 +112,8 @@ class JudgedMetric(Metric):
                                allow_remote_phi=self.allow_remote_phi, concurrency=options.get("concurrency"),
                                timeout_s=options.get("timeout_s"),
                                use_proxy=_as_bool(options.get("use_proxy", False)))
-        if options.get("judge_api") and hasattr(backend, "api"):
-            backend.api = str(options["judge_api"])
+        if hasattr(backend, "api"):
+            backend.api = self.judge_api
         self._served_model = backend.identity  # e.g. the model a server reports serving
         return backend
 
@@ -122,5 +135,6 @@ class JudgedMetric(Metric):
         spec = self.spec
         return {f"{self.name}_judge": spec.model_name or self._served_model or spec.display,
                 f"{self.name}_judge_backend": "openai" if spec.kind == "openai" else "hf",
-                f"{self.name}_max_new_tokens": self.max_new_tokens,
+                f"{self.name}_max_new_tokens": self.settings().max_new_tokens,
+                f"{self.name}_max_total_tokens": self.settings().max_total_tokens,
                 f"{self.name}_cache": CACHE_FILE if self.cache_dir is not None else None}

@@ -17,6 +17,7 @@ the model, minus the BOS token that the server adds).
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
@@ -32,7 +33,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from boxmed_eval.judges.base import GenerationSettings, JudgeBackend, JudgeError
-from boxmed_eval.judges.phi import check_remote_judge
+from boxmed_eval.judges.phi import check_remote_judge, pinned_loopback_address
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,8 @@ class OpenAIJudge(JudgeBackend):
         self.base_url = normalize_base_url(base_url)
         # refuse before anything is sent, the model listing included
         check_remote_judge(self.base_url, dataset, allow_remote_phi)
+        # a name that passed as loopback is connected to at the address that was checked
+        self._pinned = None if use_proxy else pinned_loopback_address(self.base_url, dataset, allow_remote_phi)
         self._opener = self._make_opener(use_proxy, dataset, allow_remote_phi)
         if api not in {"chat", "completions"}:
             raise JudgeError(f"judge api must be 'chat' or 'completions', not {api!r}")
@@ -89,7 +92,10 @@ class OpenAIJudge(JudgeBackend):
         """No proxy unless ``use_proxy``: an ``HTTP(S)_PROXY`` variable would otherwise send a
         request for a loopback judge to another machine, past the PHI guard."""
         if not use_proxy:
-            return urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+            if self._pinned:
+                handlers += [_PinnedHTTPHandler(self._pinned), _PinnedHTTPSHandler(self._pinned)]
+            return urllib.request.build_opener(*handlers)
         scheme = urlsplit(self.base_url).scheme
         host = urlsplit(self.base_url).hostname or ""
         proxy = urllib.request.getproxies().get(scheme)
@@ -212,6 +218,41 @@ class OpenAIJudge(JudgeBackend):
                 yield index, reply or ""
         finally:
             stop.set()
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """Connects to a fixed address; the Host header keeps the URL's name."""
+
+    pinned_address = ""
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self.pinned_address, self.port), self.timeout, self.source_address)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    pinned_address = ""
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.pinned_address, self.port), self.timeout, self.source_address)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # the certificate is the name's
+
+
+class _PinnedHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, address: str) -> None:
+        super().__init__()
+        self._connection = type("PinnedHTTP", (_PinnedHTTPConnection,), {"pinned_address": address})
+
+    def http_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(self._connection, req)
+
+
+class _PinnedHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, address: str) -> None:
+        super().__init__()
+        self._connection = type("PinnedHTTPS", (_PinnedHTTPSConnection,), {"pinned_address": address})
+
+    def https_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(self._connection, req, context=self._context)
 
 
 def _number(value: object, name: str, kind: type, *, minimum: float) -> Any:

@@ -16,6 +16,8 @@ What makes this a guarantee rather than a convenience:
 - references carrying MIMIC's de-identification marks (``___``) count as credentialed whatever
   the dataset is called;
 - host names are resolved, and only a host whose every address is loopback counts as local;
+  the judge then connects to the address that was checked (:func:`pinned_loopback_address`),
+  so a name that resolves differently a moment later (DNS rebinding) cannot redirect it;
 - judge requests never go through an HTTP(S) proxy (``HTTP_PROXY`` would otherwise carry a
   "loopback" request to another machine) unless ``use_proxy`` is set, and then the proxy's
   own host must pass the same check.
@@ -125,6 +127,26 @@ def is_loopback_url(url: str) -> bool:
         return all(ipaddress.ip_address(a).is_loopback for a in addresses)
     except ValueError:
         return False
+
+
+def pinned_loopback_address(url: str, dataset: str | None, allow_remote_phi: bool) -> str | None:
+    """The loopback address the judge must connect to when only the loopback check lets ``url``
+    receive reports of ``dataset`` and its host is a name (None otherwise): connecting to the
+    checked address, not to whatever the name resolves to at connection time, closes the gap
+    between the check and the connection."""
+    if allow_remote_phi or is_known_public(dataset):
+        return None
+    host = (urlsplit(url).hostname or "").strip("[]").lower()
+    try:
+        ipaddress.ip_address(host)
+        return None  # an address literal is connected to as checked
+    except ValueError:
+        pass
+    addresses = _host_addresses(host)
+    if not addresses or not all(ipaddress.ip_address(a).is_loopback for a in addresses):
+        raise PHIGuardError(phi_refusal(url, dataset, allow_remote_phi) or f"{PHI_REFUSAL_PREFIX} reports to {host}: "
+                            "it no longer resolves to loopback only")
+    return addresses[0]
 
 
 def phi_refusal(url: str, dataset: str | None, allow_remote_phi: bool) -> str | None:

@@ -115,6 +115,9 @@ class GemaMetric(JudgedMetric):
     default_max_new_tokens: ClassVar[int] = 2048  # gemascore's default
     repetition_penalty: ClassVar[float | None] = 1.2  # gemascore's default
     prompt_format: ClassVar[str] = "raw"  # gemascore feeds the prompt without a chat template
+    # so on a server, the completions endpoint: the server's chat template is not applied
+    # (judge_api=chat overrides)
+    default_judge_api: ClassVar[str] = "completions"
 
     def available(self) -> tuple[bool, str]:
         import importlib.util
@@ -128,15 +131,8 @@ class GemaMetric(JudgedMetric):
             return False, "needs the gemascore package: pip install 'gemascore>=0.1.1' (or pip install -e '.[judges]')"
         return super().available()
 
-    def make_backend(self):  # type: ignore[override]
-        # gemascore feeds the raw prompt (no chat template): on a server, the completions endpoint
-        # by default so that the server's chat template is not applied (judge_api=chat to override)
-        if not self.options.get("judge_api"):
-            self.options = {**self.options, "judge_api": "completions"}
-        return super().make_backend()
-
     def conventions(self) -> dict[str, Any]:
-        return {**super().conventions(), "gema_judge_api": self.options.get("judge_api") or "completions",
+        return {**super().conventions(), "gema_judge_api": self.judge_api,
                 "gema_score_rule": "weighted_final_score as given; a percentage or a value outside 0-1 is NaN (counted)"}
 
     def compute(self, references: dict[str, str], hypotheses: dict[str, str], *,

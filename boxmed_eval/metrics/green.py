@@ -350,8 +350,12 @@ class GreenMetric(JudgedMetric):
     default = False  # costs GPU time; requested with --metrics green or when --judge is given
 
     default_repo: ClassVar[str] = GREEN_DEFAULT_JUDGE
-    # green_score generates up to max_length=2048 tokens *in total* (prompt + reply); the backends here
-    # bound new tokens only, so 1,024 new tokens (a GREEN prompt is ~600-900 tokens) approximates it.
+    # green_score truncates the prompt to 2,048 tokens and generates up to max_length=2048 tokens *in
+    # total* (prompt + reply): a local judge does the same, per prompt (green_score's padded batches
+    # give a prompt the budget of its batch's longest one, which makes a score depend on its
+    # batch-mates; the budget here is the one green_score gives at batch size 1). A server cannot be
+    # told a total, so there 1,024 new tokens (a GREEN prompt is ~600-900 tokens) approximates it.
+    default_max_total_tokens: ClassVar[int | None] = 2048
     default_max_new_tokens: ClassVar[int] = 1024
     default_dtype: ClassVar[str | None] = "float16"  # as green_score on GPU (ignored on CPU: float32)
     prompt_format: ClassVar[str] = "green"

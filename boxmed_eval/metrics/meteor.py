@@ -65,6 +65,11 @@ _OTHER_CHAR_RE = re.compile(f"[^\\s{_JAR_ALNUM}]")
 _ALWAYS_PRESENT_CHARS = frozenset("'\"-.,<>&`")
 
 
+# Segments in a row on which a fresh JVM fails before the jar is taken to be unable to run at
+# all (too small a heap, a broken install) rather than defeated by one pathological text.
+_MAX_FAILURES_IN_A_ROW = 3
+
+
 class MeteorError(BoxmedError):
     """The METEOR jar failed or did not answer in time."""
 
@@ -296,13 +301,40 @@ def jvm_flags(segments_per_jvm: int) -> list[str]:
     return flags
 
 
+@dataclass
+class MeteorScores:
+    """METEOR of a corpus: the corpus score (from the accumulated statistics of the segments
+    that could be scored), one score per segment (NaN where the jar failed on that segment)
+    and the failed segments' index -> the jar's error."""
+
+    corpus: float
+    per_segment: list[float]
+    failed: dict[int, str]
+
+
+def _first_error(path: Path) -> str:
+    """The jar's exception line (e.g. ``java.lang.OutOfMemoryError: Java heap space``)."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        return "no error output"
+    for line in lines:
+        if "Exception" in line or "Error" in line:
+            return line.replace('Exception in thread "main" ', "").strip()
+    return lines[-1].strip() if lines else "no error output"
+
+
 def compute_meteor(references: Sequence[str], hypotheses: Sequence[str], *, shards: int | None = None,
                    filter_paraphrases: bool = True, timeout: float = 600.0,
-                   memory: str = "2G") -> tuple[float, list[float]]:
-    """METEOR 1.5 as pycocoevalcap computes it: (corpus score, per-segment scores).
+                   memory: str = "2G") -> MeteorScores:
+    """METEOR 1.5 as pycocoevalcap computes it.
 
-    One reference per segment. Raises :class:`MissingResourceError` without Java and
-    :class:`MeteorError` when the jar fails or exceeds ``timeout`` seconds.
+    One reference per segment. A segment on which the jar itself fails (a 20,000-word
+    generation exhausts its heap; pycocoevalcap then dies for the whole corpus) is scored NaN
+    and left out of the corpus statistics; its index and the jar's error are in ``failed``, and
+    every other segment is scored exactly as pycocoevalcap would. Raises
+    :class:`MissingResourceError` without Java and :class:`MeteorError` when the jar cannot run
+    at all or exceeds ``timeout`` seconds.
     """
     if len(references) != len(hypotheses):
         raise BoxmedError("internal: METEOR needs as many references as hypotheses")
@@ -310,7 +342,7 @@ def compute_meteor(references: Sequence[str], hypotheses: Sequence[str], *, shar
     if not ok:
         raise MissingResourceError(reason)
     if not references:
-        return 0.0, []
+        return MeteorScores(0.0, [], {})
     deadline = time.monotonic() + timeout
     began = time.perf_counter()
     refs = [sanitize_reference(r) for r in references]
@@ -333,23 +365,35 @@ def compute_meteor(references: Sequence[str], hypotheses: Sequence[str], *, shar
     n_shards = max(1, min(shards or default_shards(len(refs)), len(refs)))
     java = java_executable()
     assert java is not None
-    flags = jvm_flags(-(-len(refs) // n_shards))
-    command = _meteor_command(java, extra, memory, flags)
-    # The scoring JVMs read their SCORE lines from a file and write their statistics to a file:
-    # no Python thread shuttles lines meanwhile (such threads would keep taking the GIL from
-    # the scorers running in this process). The EVAL JVM starts now too and waits on its pipe.
-    bounds = np.linspace(0, len(refs), n_shards + 1).astype(int)
+    command = _meteor_command(java, extra, memory, jvm_flags(-(-len(refs) // n_shards)))
     procs: list[subprocess.Popen] = []
+    launched = 0
+
+    def launch(lo: int, hi: int) -> subprocess.Popen:
+        # A scoring JVM reads its SCORE lines from a file and writes its statistics to a file:
+        # no Python thread shuttles lines meanwhile (such threads would keep taking the GIL from
+        # the scorers running in this process).
+        nonlocal launched
+        k, launched = launched, launched + 1
+        (work / f"in{k}.txt").write_text("".join(f"SCORE ||| {refs[i]} ||| {hyps[i]}\n" for i in range(lo, hi)),
+                                         encoding="utf-8")
+        with open(work / f"in{k}.txt", "rb") as stdin, open(work / f"out{k}.txt", "wb") as stdout, \
+                open(work / f"err{k}.txt", "wb") as stderr:
+            proc = subprocess.Popen(command, cwd=jar_dir, stdin=stdin, stdout=stdout, stderr=stderr)
+        proc.boxmed_job = (k, lo, hi)  # type: ignore[attr-defined]
+        procs.append(proc)
+        return proc
+
+    def timed_out(k: int | str) -> MeteorError:
+        return MeteorError("the METEOR jar did not answer within the timeout; raise it with the metric option "
+                           "meteor_timeout=SECONDS" + _tail(work / f"err{k}.txt"))
+
     try:
-        for k in range(n_shards):
-            lo, hi = int(bounds[k]), int(bounds[k + 1])
-            (work / f"in{k}.txt").write_text("".join(f"SCORE ||| {refs[i]} ||| {hyps[i]}\n" for i in range(lo, hi)),
-                                             encoding="utf-8")
-            with open(work / f"in{k}.txt", "rb") as stdin, open(work / f"out{k}.txt", "wb") as stdout, \
-                    open(work / f"err{k}.txt", "wb") as stderr:
-                procs.append(subprocess.Popen(command, cwd=jar_dir, stdin=stdin, stdout=stdout, stderr=stderr))
+        bounds = np.linspace(0, len(refs), n_shards + 1).astype(int)
+        pending = [launch(int(bounds[k]), int(bounds[k + 1])) for k in range(n_shards)]
         # EVAL turns statistics into scores with the language's parameters only: its JVM needs no
-        # paraphrase table (an empty one starts faster; the scores are the same, tested).
+        # paraphrase table (an empty one starts faster; the scores are the same, tested). It
+        # starts now and waits on its pipe.
         empty_table = work / "no-paraphrases.gz"
         with gzip.open(empty_table, "wb"):
             pass
@@ -358,37 +402,66 @@ def compute_meteor(references: Sequence[str], hypotheses: Sequence[str], *, shar
             evaluator = subprocess.Popen(eval_command, cwd=jar_dir, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=stderr)
         procs.append(evaluator)
-        stats: list[str] = []
-        for k, proc in enumerate(procs[:-1]):
+        stats: dict[int, str] = {}
+        failed: dict[int, str] = {}
+        in_a_row = 0
+        while pending:
+            proc = pending.pop(0)
+            k, lo, hi = proc.boxmed_job  # type: ignore[attr-defined]
             try:
                 code = proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                raise MeteorError("the METEOR jar did not answer within the timeout; raise it with the "
-                                  "metric option meteor_timeout=SECONDS" + _tail(work / f"err{k}.txt")) from None
+                raise timed_out(k) from None
             lines = (work / f"out{k}.txt").read_text(encoding="utf-8").splitlines()
-            expected = int(bounds[k + 1] - bounds[k])
-            if code != 0 or len(lines) != expected:
-                raise MeteorError(f"the METEOR jar failed (exit code {code}, {len(lines)} of {expected} "
+            if code == 0 and len(lines) == hi - lo:
+                stats.update((lo + j, line.strip()) for j, line in enumerate(lines))
+                continue
+            if code == 0 or len(lines) > hi - lo:
+                raise MeteorError(f"the METEOR jar failed (exit code {code}, {len(lines)} of {hi - lo} "
                                   "statistics lines)" + _tail(work / f"err{k}.txt"))
-            stats.extend(line.strip() for line in lines)
-        log.debug("METEOR statistics of %d segments from %d JVM(s) after %.2f s", len(stats), n_shards,
+            # The jar died after writing the statistics of the segments before the one it failed
+            # on. Keep those and score the rest in a new JVM; a segment on which a fresh JVM
+            # fails first is the culprit (this holds even if the dying JVM lost buffered lines).
+            stats.update((lo + j, line.strip()) for j, line in enumerate(lines))
+            first = lo + len(lines)
+            in_a_row = 0 if lines else in_a_row
+            if not lines and getattr(proc, "boxmed_retry", False):
+                failed[first] = _first_error(work / f"err{k}.txt")
+                log.warning("METEOR: the jar failed on segment %d (%s)", first, failed[first])
+                first += 1
+                in_a_row += 1
+                if in_a_row >= _MAX_FAILURES_IN_A_ROW:  # a jar that cannot score at all, not one bad text
+                    raise MeteorError(f"the METEOR jar failed on {in_a_row} segments in a row ({failed[first - 1]}); "
+                                      f"give it more memory with the metric option meteor_memory=4G (now {memory})"
+                                      + _tail(work / f"err{k}.txt"))
+            if first < hi:
+                retry = launch(first, hi)
+                retry.boxmed_retry = True  # type: ignore[attr-defined]
+                pending.insert(0, retry)
+        log.debug("METEOR statistics of %d segments from %d JVM(s) after %.2f s", len(stats), launched,
                   time.perf_counter() - began)
+        order = sorted(stats)
+        if not order:
+            evaluator.stdin.close()  # type: ignore[union-attr]
+            return MeteorScores(float("nan"), [float("nan")] * len(refs), failed)
         try:
-            output, _ = evaluator.communicate(("EVAL ||| " + " ||| ".join(stats) + "\n").encode("utf-8"),
+            output, _ = evaluator.communicate(("EVAL ||| " + " ||| ".join(stats[i] for i in order) + "\n").encode("utf-8"),
                                               timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            raise MeteorError("the METEOR jar did not answer within the timeout; raise it with the metric "
-                              "option meteor_timeout=SECONDS" + _tail(work / "err_eval.txt")) from None
+            raise timed_out("_eval") from None
         replies = output.decode("utf-8").split()
-        if len(replies) != len(stats) + 1:
-            raise MeteorError(f"the METEOR jar failed: {len(replies)} scores for {len(stats)} segments"
+        if len(replies) != len(order) + 1:
+            raise MeteorError(f"the METEOR jar failed: {len(replies)} scores for {len(order)} segments"
                               + _tail(work / "err_eval.txt"))
         try:
             values = [float(r) for r in replies]
         except ValueError:
             raise MeteorError(f"unexpected reply from the METEOR jar: {replies[:3]!r}") from None
+        per = [float("nan")] * len(refs)
+        for i, value in zip(order, values):
+            per[i] = value
         log.debug("METEOR done in %.2f s", time.perf_counter() - began)
-        return values[-1], values[:-1]
+        return MeteorScores(values[-1], per, failed)
     finally:
         for proc in procs:
             _kill(proc)

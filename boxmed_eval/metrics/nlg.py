@@ -316,6 +316,7 @@ class NLGMetrics(Metric):
         get_preprocessor(self.preprocess)  # fail early on an unknown choice
         self.meteor_shards = int(options["meteor_shards"]) if options.get("meteor_shards") else None
         self.meteor_timeout = float(options.get("meteor_timeout", 600.0))
+        self.meteor_memory = str(options.get("meteor_memory", "2G"))  # the JVM heap, as pycocoevalcap's -Xmx2G
         self.filter_paraphrases = _as_bool(options.get("meteor_filter_paraphrases", True))
         self.rouge_stemmer = _as_bool(options.get("rouge_stemmer", True))
         self.exact_backend = _as_bool(options.get("exact_backend", False))
@@ -347,7 +348,7 @@ class NLGMetrics(Metric):
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="meteor")
         self._meteor_future = self._pool.submit(
             compute_meteor, refs, hyps, shards=self.meteor_shards, filter_paraphrases=self.filter_paraphrases,
-            timeout=self.meteor_timeout)
+            timeout=self.meteor_timeout, memory=self.meteor_memory)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -370,7 +371,7 @@ class NLGMetrics(Metric):
 
     def _compute_started(self) -> MetricResult:
         assert self._started is not None
-        references, _, refs, hyps = self._started
+        references, hypotheses, refs, hyps = self._started
         ids = list(references)
         result = MetricResult(conventions={
             "nlg_preprocessing": self.preprocess,
@@ -388,12 +389,22 @@ class NLGMetrics(Metric):
         self._python_scores(ids, refs, hyps, result)
         if self._meteor_future is not None:
             try:
-                corpus, per = self._meteor_future.result()
+                meteor = self._meteor_future.result()
             except (MeteorError, MissingResourceError) as exc:
                 result.messages.append(f"metric meteor skipped: {exc}; the other NLG metrics were computed")
             else:
-                result.corpus["meteor"] = float(corpus)
-                result.per_sample["meteor"] = dict(zip(ids, map(float, per)))
+                result.per_sample["meteor"] = dict(zip(ids, meteor.per_segment))
+                if len(meteor.failed) < len(ids):
+                    result.corpus["meteor"] = float(meteor.corpus)
+                for index, error in sorted(meteor.failed.items()):
+                    generation = hypotheses.get(ids[index])
+                    words = len(generation.split()) if isinstance(generation, str) else 0
+                    result.messages.append(
+                        f"metric meteor: the METEOR jar failed on study {ids[index]!r} ({error}; its generation "
+                        f"has {words:,} words): its METEOR is NaN and the corpus METEOR is over the other "
+                        f"{len(ids) - len(meteor.failed)} of {len(ids)} studies")
+                if meteor.failed:
+                    result.conventions["meteor_failed_studies"] = ", ".join(ids[i] for i in sorted(meteor.failed))
         return result
 
     def _python_scores(self, ids: list[str], refs: list[str], hyps: list[str], result: MetricResult) -> None:

@@ -168,7 +168,7 @@ class RadCliQMetric(Metric):
                 reasons.append(f"component {name}: {reason}")
         if reasons:
             reasons.append("inside radcliq pass them as radcliq.bertscore_model=PATH, radcliq.chexbert_checkpoint=PATH "
-                           "(radcliq.chexbert_bert=DIR) and radcliq.radgraph_model_dir=DIR")
+                           "(radcliq.chexbert_bert=DIR) and radcliq.radgraph_model=PATH (radcliq.radgraph_bert=DIR)")
         return (not reasons), "; ".join(reasons)
 
     def compute(self, references: dict[str, str], hypotheses: dict[str, str], *,

@@ -18,32 +18,33 @@ Variants (option ``radgraph.variant``; the metric name says which):
 ``variant=all`` writes the four. An empty generated or reference report scores 0 in the
 package's variants (``F1RadGraph``); CXR-Report-Metric's set F1 gives 0 as well (no matches).
 
-Inference runs the ``radgraph`` package (``RadGraph(model_type=...)``) on a local, extracted
-model archive: ``radgraph.model_dir=DIR`` (or env ``BOXMED_RADGRAPH_MODEL``) where ``DIR/<model_type>``
-holds ``config.json``, ``weights.th`` and ``vocabulary/`` (the package's ``StanfordAIMI/RRG_scorers``
-``radgraph.tar.gz`` / ``radgraph-xl.tar.gz`` extracted). The package downloads when that
-folder is empty; here it is checked first and the Hub is set offline while it loads, so nothing is
-downloaded. ``radgraph.model_type``: ``radgraph`` (default: the model of CXR-Report-Metric's RadCliQ
-and of RadEval's ``radgraph``) or ``radgraph-xl`` (the package's default).
+Inference is boxmed-eval's own re-implementation of the package's DyGIE++ model
+(``boxmed_eval.metrics.radgraph_model``; what it reproduces and where it may differ is listed
+there), because the ``radgraph`` package (0.1.18) does not build its model on transformers 5: its
+vendored allennlp tokenizer calls ``tokenizer.encode_plus``, which transformers 5 removed.
 
-Status on this project's stack (transformers 5), checked 2026-12-02 with ``radgraph`` 0.1.18
-installed ``--no-deps`` (plus ``dotmap appdirs jsonpickle nltk h5py requests``): it imports, but
-building its model fails: its vendored allennlp ``PretrainedTransformerTokenizer`` calls
-``tokenizer.encode_plus``, which transformers 5 removed (AttributeError, 4 call sites; found by
-loading a tiny random checkpoint written in the package's archive layout). So on transformers >= 5
-the family reports itself unavailable with that reason; on transformers 4 it runs the package
-(that path was not run here). Making it run on transformers 5 needs either a radgraph release
-that drops ``encode_plus`` or an own DyGIE inference loading ``weights.th`` strictly; neither is
-done. The scoring functions below are boxmed-eval's own, written from the package's
-``rewards.py`` and CXR-Report-Metric's ``radgraph_evaluate_model.py`` and tested on hand-made
-annotations; they need no model.
+Weights are never downloaded. The model archive (the package's ``StanfordAIMI/RRG_scorers``
+``radgraph.tar.gz`` / ``radgraph-xl.tar.gz`` / ``modern-radgraph-xl.tar.gz``) is found from
+``radgraph.model=PATH`` (the ``.tar.gz`` or its extracted folder holding ``config.json``,
+``weights.th`` and ``vocabulary/``), else env ``BOXMED_RADGRAPH_MODEL``, else
+``radgraph.model_dir=DIR`` with ``DIR/<model_type>/`` extracted (the package's own cache layout), else
+the package's cache (``~/.cache/radgraph/<version>/<model_type>``) or the Hugging Face cache of
+``StanfordAIMI/RRG_scorers`` (a ``.tar.gz`` is extracted once into ``$BOXMED_EVAL_CACHE/radgraph/``,
+default ``~/.cache/boxmed_eval``). Its encoder (the transformers model named in ``config.json``,
+whose config and tokenizer the archive does not hold) comes from ``radgraph.bert=DIR``, env
+``BOXMED_RADGRAPH_BERT`` or the Hugging Face cache. ``weights.th`` is read with
+``weights_only=True`` and every key must be the one the package's ``load_state_dict(strict=True)``
+expects. ``radgraph.dataset=NAME`` picks the label namespaces ``NAME__ner_labels`` /
+``NAME__relation_labels`` of the vocabulary (default: the model type, as the package sets it).
+``radgraph.model_type``: ``radgraph`` (default: the model of CXR-Report-Metric's RadCliQ
+and of RadEval's ``radgraph``), ``radgraph-xl`` (the package's default) or ``modern-radgraph-xl``.
+The scoring functions below are boxmed-eval's own, written from the package's ``rewards.py`` and
+CXR-Report-Metric's ``radgraph_evaluate_model.py`` and tested on hand-made annotations.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +56,6 @@ Annotation = dict[str, Any]  # {"entities": {id: {"tokens": str, "label": str, "
 
 VARIANT_NAMES = ("simple", "partial", "complete", "combined")
 MODEL_ENV = "BOXMED_RADGRAPH_MODEL"
-INSTALL_HINT = ("pip install --no-deps radgraph==0.1.18 dotmap appdirs jsonpickle nltk h5py requests "
-                "(radgraph's own requirements would replace torch)")
 
 
 def set_f1(reference: set, hypothesis: set) -> float:
@@ -108,90 +107,151 @@ def radgraph_scores(reference: Annotation, hypothesis: Annotation) -> dict[str, 
     }
 
 
-def transformers_blocker() -> str:
-    """Why the radgraph package cannot build its model on the installed transformers ('' if it can)."""
-    try:
-        import transformers
-    except ImportError:
-        return "needs transformers 4 and the radgraph package"
-    major = int(str(transformers.__version__).split(".")[0])
-    if major >= 5:
-        return (f"the radgraph package (0.1.18) cannot build its model on transformers {transformers.__version__}: "
-                "its vendored allennlp tokenizer calls tokenizer.encode_plus, removed in transformers 5; "
-                "needs an environment with transformers 4.x (pip install 'transformers<5' and " + INSTALL_HINT + ")")
-    return ""
+HF_REPO_ID = "StanfordAIMI/RRG_scorers"
+BERT_ENV = "BOXMED_RADGRAPH_BERT"
+ARCHIVE_FILES = ("config.json", "weights.th", "vocabulary")
 
 
-@contextlib.contextmanager
-def _hub_offline() -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+def _is_model_folder(path: Path) -> bool:
+    return all((path / name).exists() for name in ARCHIVE_FILES)
+
+
+def _package_cache_folders(model_type: str) -> list[Path]:
+    """Where the radgraph package extracts its archives (appdirs ``user_cache_dir("radgraph")/<version>``)."""
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "radgraph"
+    if not root.is_dir():
+        return []
+    return sorted((p / model_type for p in root.iterdir() if (p / model_type).is_dir()), reverse=True)
 
 
 @METRICS.register("radgraph")
 class RadGraphMetric(Metric):
     description = ("RadGraph F1: simple / partial / complete (radgraph package rewards) and "
-                   "CXR-Report-Metric's radgraph_combined")
-    needs = (f"the radgraph package ({INSTALL_HINT}) and an extracted RadGraph model: "
-             f"radgraph.model_dir=DIR or env {MODEL_ENV}")
+                   "CXR-Report-Metric's radgraph_combined, on boxmed-eval's own DyGIE++ inference")
+    needs = (f"torch, transformers and a RadGraph model archive ({HF_REPO_ID} radgraph.tar.gz or its extracted "
+             f"folder: radgraph.model=PATH, env {MODEL_ENV}) plus its encoder's config and tokenizer "
+             f"(radgraph.bert=DIR, env {BERT_ENV}, or the HF cache)")
     provides = tuple(f"radgraph_{v}" for v in VARIANT_NAMES)
     default = False
 
-    def __init__(self, variant: str = "all", model_dir: str | None = None, model_type: str = "radgraph",
-                 **options: Any) -> None:
-        super().__init__(variant=variant, model_dir=model_dir, model_type=model_type, **options)
+    def __init__(self, variant: str = "all", model: str | None = None, model_dir: str | None = None,
+                 model_type: str = "radgraph", bert: str | None = None, device: str | None = None,
+                 batch_size: int = 8, dataset: str | None = None, **options: Any) -> None:
+        super().__init__(variant=variant, model=model, model_dir=model_dir, model_type=model_type, bert=bert,
+                         device=device, batch_size=batch_size, dataset=dataset, **options)
         if variant != "all" and variant not in VARIANT_NAMES:
             raise BoxmedError(f"radgraph.variant={variant!r}: use one of {', '.join(VARIANT_NAMES)} or all")
+        from boxmed_eval.metrics.radgraph_model import MODEL_TYPES
+
+        if model_type not in MODEL_TYPES:
+            raise BoxmedError(f"radgraph.model_type={model_type!r}: use one of {', '.join(MODEL_TYPES)}")
         self.variants = VARIANT_NAMES if variant == "all" else (variant,)
-        self.model_dir = model_dir or os.environ.get(MODEL_ENV)
+        self.model_option = model or os.environ.get(MODEL_ENV)
+        self.model_dir = model_dir
         self.model_type = model_type
+        self.bert_option = bert or os.environ.get(BERT_ENV)
+        self.device = device
+        self.batch_size = max(1, int(batch_size))
+        self.dataset = dataset
+        self._folder: Path | None = None
         self._model: Any = None
 
-    def _model_folder(self) -> Path:
-        if not self.model_dir:
-            raise MissingResourceError(
-                f"radgraph needs an extracted RadGraph model: pass --metric-option radgraph.model_dir=DIR "
-                f"(or set {MODEL_ENV}=DIR), DIR/{self.model_type}/ holding config.json, weights.th and "
-                f"vocabulary/ (StanfordAIMI/RRG_scorers {self.model_type}.tar.gz extracted); nothing is downloaded")
-        folder = Path(self.model_dir).expanduser() / self.model_type
-        missing = [n for n in ("config.json", "weights.th", "vocabulary") if not (folder / n).exists()]
-        if missing:
-            raise MissingResourceError(f"RadGraph model folder {folder} lacks {', '.join(missing)}; pass "
-                                       "radgraph.model_dir=DIR with DIR/<model_type>/ the extracted archive")
-        return folder
+    def _hint(self) -> str:
+        return (f"pass --metric-option radgraph.model=PATH (the {HF_REPO_ID} {self.model_type}.tar.gz or the folder "
+                f"it extracts to, holding config.json, weights.th and vocabulary/; or set {MODEL_ENV}=PATH); "
+                "nothing is downloaded")
+
+    def model_folder(self) -> Path:
+        """The extracted archive folder (a ``.tar.gz`` is extracted once into ``$BOXMED_EVAL_CACHE/radgraph``)."""
+        if self._folder is not None:
+            return self._folder
+        from boxmed_eval.metrics.radgraph_model import extract_archive
+
+        if self.model_option:
+            path = Path(self.model_option).expanduser()
+            if path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar")):
+                self._folder = extract_archive(path)
+                if not _is_model_folder(self._folder):
+                    raise MissingResourceError(f"{path} does not hold config.json, weights.th and vocabulary/; "
+                                               + self._hint())
+                return self._folder
+            if path.is_dir() and _is_model_folder(path):
+                self._folder = path
+                return path
+            missing = [n for n in ARCHIVE_FILES if not (path / n).exists()] if path.is_dir() else ["the folder"]
+            raise MissingResourceError(f"RadGraph model {path} lacks {', '.join(missing)}; " + self._hint())
+        if self.model_dir:
+            folder = Path(self.model_dir).expanduser() / self.model_type
+            if not _is_model_folder(folder):
+                missing = [n for n in ARCHIVE_FILES if not (folder / n).exists()]
+                raise MissingResourceError(f"RadGraph model folder {folder} lacks {', '.join(missing)}; "
+                                           + self._hint())
+            self._folder = folder
+            return folder
+        for folder in _package_cache_folders(self.model_type):
+            if _is_model_folder(folder):
+                self._folder = folder
+                return folder
+        try:
+            from huggingface_hub import hf_hub_download
+
+            archive = Path(hf_hub_download(repo_id=HF_REPO_ID, filename=f"{self.model_type}.tar.gz",
+                                           local_files_only=True, cache_dir=os.environ.get("HF_HUB_CACHE")))
+        except Exception:  # not in the cache: never downloaded here
+            raise MissingResourceError(f"radgraph needs the RadGraph model ({self.model_type}): " + self._hint()) from None
+        self._folder = extract_archive(archive)
+        return self._folder
+
+    def encoder_source(self) -> str:
+        """A local directory with the encoder's config.json and tokenizer."""
+        if self.bert_option:
+            path = Path(self.bert_option).expanduser()
+            if not (path / "config.json").is_file():
+                raise MissingResourceError(f"radgraph encoder directory {path} has no config.json; pass "
+                                           "--metric-option radgraph.bert=DIR (the encoder named in the archive's "
+                                           "config.json, with its tokenizer)")
+            return str(path)
+        from boxmed_eval.metrics.radgraph_model import read_archive
+
+        name = read_archive(self.model_folder(), self.model_type, self.dataset).encoder_name
+        # Microsoft renamed PubMedBERT to BiomedBERT on the Hub: a cached copy may be under either name
+        names = [name] + [name.replace(a, b) for a, b in (("PubMedBERT", "BiomedBERT"), ("BiomedBERT", "PubMedBERT"))
+                          if a in name]
+        for repo in names:
+            try:
+                from huggingface_hub import snapshot_download
+
+                found = Path(snapshot_download(repo_id=repo, local_files_only=True,
+                                               cache_dir=os.environ.get("HF_HUB_CACHE")))
+                if (found / "config.json").is_file():
+                    return str(found)
+            except Exception:  # not in the cache
+                continue
+        raise MissingResourceError(
+            f"radgraph needs the config and tokenizer of its encoder {name!r}: pass --metric-option radgraph.bert=DIR "
+            f"(a local copy of {name}; or set {BERT_ENV}=DIR), or put it in the Hugging Face cache")
 
     def available(self) -> tuple[bool, str]:
-        blocked = transformers_blocker()
-        if blocked:
-            return False, blocked
         try:
-            self._model_folder()
+            import torch  # noqa: F401
+            import transformers  # noqa: F401
+        except ImportError as exc:
+            return False, f"needs torch and transformers ({exc})"
+        try:
+            self.model_folder()
+            self.encoder_source()
         except MissingResourceError as exc:
             return False, str(exc)
-        try:
-            import radgraph  # noqa: F401
-        except Exception as exc:  # missing, or broken on this stack: say which
-            return False, f"the radgraph package cannot be imported ({type(exc).__name__}: {exc}); {INSTALL_HINT}"
         return True, ""
 
     def annotate(self, reports: list[str]) -> list[Annotation]:
-        """RadGraph annotations per report, from the radgraph package's model."""
+        """RadGraph annotations per report (the package's output format)."""
         if self._model is None:
-            from radgraph import RadGraph
+            from boxmed_eval.metrics.radgraph_model import RadGraphInference
 
-            folder = self._model_folder()
-            with _hub_offline():
-                self._model = RadGraph(model_type=self.model_type, model_cache_dir=str(folder.parent))
-        out = self._model(["None" if not r else r for r in reports]) if reports else {}
-        return [out.get(str(i), {"entities": {}}) for i in range(len(reports))]
+            self._model = RadGraphInference(self.model_folder(), self.model_type, self.encoder_source(),
+                                            device=self.device, batch_size=self.batch_size, dataset=self.dataset)
+        return self._model(reports) if reports else []
 
     def compute(self, references: dict[str, str], hypotheses: dict[str, str], *,
                 studies: dict[str, Study] | None = None,
@@ -209,8 +269,9 @@ class RadGraphMetric(Metric):
                 result.per_sample[f"radgraph_{variant}"][i] = 0.0 if empty else scores[variant]
         for name, values in result.per_sample.items():
             result.corpus[name] = sum(values.values()) / len(values) if values else float("nan")
-        result.conventions["radgraph"] = (f"radgraph package model {self.model_type} from {self._model_folder()}; "
-                                          f"variants {', '.join(self.variants)}")
+        result.conventions["radgraph"] = {
+            "inference": "boxmed-eval DyGIE++ re-implementation (radgraph 0.1.18 model, see radgraph_model.py)",
+            "model_type": self.model_type, "model": str(self.model_folder()), "variants": list(self.variants)}
         return result
 
 

@@ -2,12 +2,22 @@
 study by a downsampled-pixel embedding (cosine similarity of standardised thumbnails), and
 that study's findings are returned, with its boxes (rescaled to the query image) when the
 dataset has boxes, so the grounding metric has a weights-free floor too. It is the floor any
-learned model should beat."""
+learned model should beat.
+
+Phrase grounding (``run --task grounding``, :meth:`RetrievalBaseline.ground`): the query image is
+embedded the same way and the ``ground_neighbours`` (default 5) most similar training images
+that have boxes are taken. Among their phrases, the one sharing the most words with the query
+phrase wins (Jaccard similarity of lower-cased word sets; ties go to the more similar image,
+then to the phrase written first); its boxes, rescaled to the query image, are the answer.
+When no neighbour's phrase shares a word, the nearest neighbour's first phrase is used. Each
+box's score is ``jaccard * max(cosine, 0)`` (both in 0..1), so AP ranks confident matches
+first."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import re
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -17,7 +27,19 @@ from boxmed_eval.errors import BoxmedError, DataError
 from boxmed_eval.plugins import ReportGenerator, RunContext
 from boxmed_eval.records import Box, Prediction, Study
 
+if TYPE_CHECKING:
+    from boxmed_eval.phrase_grounding import GroundingAnswer, GroundingQuery
+
 log = logging.getLogger(__name__)
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def phrase_words(text: str) -> frozenset[str]:
+    return frozenset(_WORD.findall(text.lower()))
+
+
+def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    return len(a & b) / len(a | b) if a | b else 0.0
 
 
 def image_embedding(paths: list[str], *, size: int = 32, views: int = 1) -> np.ndarray:
@@ -43,7 +65,8 @@ class RetrievalBaseline(ReportGenerator):
                  "views": "number of views concatenated (default 1: frontal)",
                  "train_split": "split to retrieve from (default train)",
                  "max_train": "use at most this many training studies (default all)",
-                 "boxes": "return the retrieved study's boxes, rescaled to the query image (default true)"}
+                 "boxes": "return the retrieved study's boxes, rescaled to the query image (default true)",
+                 "ground_neighbours": "grounding task: training images searched for the phrase (default 5)"}
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -52,6 +75,9 @@ class RetrievalBaseline(ReportGenerator):
         self.train_split = str(kwargs.get("train_split", "train"))
         self.max_train = kwargs.get("max_train")
         self.return_boxes = bool(kwargs.get("boxes", True))
+        self.ground_neighbours = int(kwargs.get("ground_neighbours", 5))
+        if self.ground_neighbours < 1:
+            raise BoxmedError(f"--model-arg ground_neighbours={self.ground_neighbours}: must be at least 1")
         self.bank: np.ndarray | None = None
         self.bank_ids: list[str] = []
         self.bank_index: dict[str, int] = {}
@@ -86,6 +112,61 @@ class RetrievalBaseline(ReportGenerator):
         return [Prediction(id=s.id, report=self.bank_reports[j],
                            boxes=self._boxes_for(s, self.bank_boxes[j]) if self.return_boxes else [])
                 for s, j in zip(studies, nearest)]
+
+    def ground(self, queries: list["GroundingQuery"]) -> list["GroundingAnswer"]:
+        """The phrase's boxes on the most similar training images (module docstring)."""
+        from boxmed_eval.phrase_grounding import GroundingAnswer
+
+        if self.bank is None:
+            raise BoxmedError("model 'retrieval' was not set up (setup() indexes the training images)")
+        with_boxes = np.array([bool(boxes) for boxes in self.bank_boxes])
+        if not with_boxes.any():
+            raise BoxmedError(f"model 'retrieval': no study of split {self.train_split!r} has boxes to retrieve")
+        answers = []
+        for query in queries:
+            vector = image_embedding([query.image_path], size=self.size, views=1) if self.views == 1 else \
+                image_embedding(query.image_paths, size=self.size, views=self.views)
+            similarity = self.bank @ vector
+            similarity[~with_boxes] = -np.inf
+            if query.study_id in self.bank_index:  # never the study itself
+                similarity[self.bank_index[query.study_id]] = -np.inf
+            ranked = [int(j) for j in np.argsort(-similarity, kind="stable")[: self.ground_neighbours]
+                      if np.isfinite(similarity[j])]
+            if not ranked:
+                answers.append(GroundingAnswer(query.id, []))
+                continue
+            words = phrase_words(query.phrase)
+            best: tuple[float, int, str] | None = None  # (jaccard, neighbour, phrase)
+            for j in ranked:
+                for phrase in dict.fromkeys(b.phrase for b in self.bank_boxes[j]):
+                    overlap = jaccard(words, phrase_words(phrase))
+                    if best is None or overlap > best[0]:
+                        best = (overlap, j, phrase)
+            assert best is not None
+            overlap, j, phrase = best
+            if overlap == 0.0:
+                j, phrase = ranked[0], self.bank_boxes[ranked[0]][0].phrase
+            score = overlap * max(float(similarity[j]), 0.0)
+            chosen = [b for b in self.bank_boxes[j] if b.phrase == phrase]
+            boxes = self._rescaled(chosen, query.image_path, query.image_width, query.image_height)
+            for box in boxes:
+                box.score = score
+                box.image_index = query.image_index
+            answers.append(GroundingAnswer(query.id, boxes))
+        return answers
+
+    @staticmethod
+    def _rescaled(boxes: list[Box], image_path: str, width: int | None, height: int | None) -> list[Box]:
+        if not width or not height:
+            with Image.open(image_path) as image:
+                width, height = image.size
+        out = []
+        for box in boxes:
+            sx = width / box.image_width if box.image_width else 1.0
+            sy = height / box.image_height if box.image_height else 1.0
+            out.append(Box(box.x1 * sx, box.y1 * sy, box.x2 * sx, box.y2 * sy, phrase=box.phrase, category=box.category,
+                           region=box.region, image_width=width, image_height=height))
+        return out
 
     @staticmethod
     def _boxes_for(study: Study, boxes: list[Box]) -> list[Box]:
