@@ -60,7 +60,6 @@ from typing import Any
 
 ENTAILMENT = "entailment"
 NOT_ENTAILMENT = "not_entailment"
-NLI_STATES = ("entailment", "contradiction", "neutral")
 
 # ----------------------------------------------------------------------------- regions as atoms
 
@@ -129,6 +128,7 @@ def severity_near(text: str, start: int, end: int, clause: tuple[int, int]) -> s
                 if pattern.match(word):
                     return name
     return None
+
 
 # CheXpert hierarchy (child -> parent), as the CheXpert paper draws it.
 PARENT: dict[str, str] = {
