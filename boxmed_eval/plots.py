@@ -237,11 +237,8 @@ def _wrap(text: str, width: int) -> str:
     return "\n".join(textwrap.fill(p, width) if p.strip() else "" for p in paragraphs)
 
 
-def plot_case(study: Study, prediction: Prediction, stem: str | os.PathLike[str], *, image_index: int = 0,
-              title: str | None = None, max_chars: int = 1500) -> list[Path]:
-    """A Figure 6 row: image with ground-truth (green, solid) and predicted (red, dashed)
-    boxes | reference report | generated report | reasoning and detected regions (when the
-    prediction has reasoning)."""
+def _study_pixels(study: Study, image_index: int) -> np.ndarray:
+    """The study's ``image_index``-th image as grey levels; a clear error when it is missing."""
     from PIL import Image
 
     if not study.image_paths:
@@ -253,7 +250,15 @@ def plot_case(study: Study, prediction: Prediction, stem: str | os.PathLike[str]
         raise DataError("image file not found", file=path, record=study.id,
                         fix="pass --data-root pointing at the dataset's images")
     with Image.open(path) as image:
-        pixels = np.asarray(image.convert("L"))
+        return np.asarray(image.convert("L"))
+
+
+def plot_case(study: Study, prediction: Prediction, stem: str | os.PathLike[str], *, image_index: int = 0,
+              title: str | None = None, max_chars: int = 1500) -> list[Path]:
+    """A Figure 6 row: image with ground-truth (green, solid) and predicted (red, dashed)
+    boxes | reference report | generated report | reasoning and detected regions (when the
+    prediction has reasoning)."""
+    pixels = _study_pixels(study, image_index)
     height, width = pixels.shape
     has_reasoning = bool(prediction.reasoning and prediction.reasoning.strip())
     panels: list[tuple[str, str, str]] = [("Reference report", study.findings, GT_COLOR),
@@ -312,19 +317,10 @@ def plot_grounded_case(study: Study, prediction: Prediction, stem: str | os.Path
     the predicted boxes (red, dashed, ``P<n>``), numbered by the sentence they ground, and each
     report's sentences with their RadFact verdicts (rules judge: entailed or not, boxes
     spatially entailed or not) and, for predicted boxes, laterality and anatomy errors."""
-    from PIL import Image
-
     from boxmed_eval.metrics.consistency import check_box
     from boxmed_eval.metrics.radfact import RadFactMetric, study_image_size
 
-    if not study.image_paths or image_index >= len(study.image_paths):
-        raise DataError(f"the study has no image {image_index}", record=study.id)
-    path = Path(study.image_paths[image_index])
-    if not path.is_file():
-        raise DataError("image file not found", file=path, record=study.id,
-                        fix="pass --data-root pointing at the dataset's images")
-    with Image.open(path) as image:
-        pixels = np.asarray(image.convert("L"))
+    pixels = _study_pixels(study, image_index)
     height, width = pixels.shape
     metric = RadFactMetric(mask_size=mask_size, threshold=threshold)
     judged = metric.judge_studies({study.id: study.findings}, {study.id: prediction.report},

@@ -3,6 +3,7 @@ and Table 3 from runs."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -75,18 +76,33 @@ def _choose(run: Path, ids: str | None, count: int, predictions: dict, studies: 
     return ranked[:count]
 
 
+def _case_options(command: Callable) -> Callable:
+    """The options figure6 and cases share: where the studies and images come from, which image,
+    where the files go."""
+    for option in reversed([
+        click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Where the dataset's images are (default: run.json's data_root)."),
+        click.option("--studies", "studies_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     default=None, help="JSONL of study records (id, image_paths, findings, boxes) instead of "
+                                        "loading run.json's dataset."),
+        click.option("--image-index", type=int, default=0, show_default=True, help="Which image of a study to draw."),
+        click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("figures"),
+                     show_default=True),
+    ]):
+        command = option(command)
+    return command
+
+
+def _safe_name(study_id: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in study_id)
+
+
 @figures.command("figure6")
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--ids", default=None, help="Comma list of study ids (default: the first --n studies that have "
                                           "ground-truth boxes, preferring those with predicted boxes).")
 @click.option("--n", "count", type=int, default=2, show_default=True)
-@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where the dataset's images are (default: run.json's data_root).")
-@click.option("--studies", "studies_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="JSONL of study records (id, image_paths, findings, boxes) instead of loading run.json's dataset.")
-@click.option("--image-index", type=int, default=0, show_default=True, help="Which image of a study to draw.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("figures"),
-              show_default=True)
+@_case_options
 def figure6(run: Path, ids: str | None, count: int, data_root: Path | None, studies_file: Path | None,
             image_index: int, out_dir: Path) -> None:
     """Figure 6 case figures for RUN: the image with ground-truth boxes (green, solid) and
@@ -100,8 +116,7 @@ def figure6(run: Path, ids: str | None, count: int, data_root: Path | None, stud
     studies = _load_studies(loaded, studies_file, data_root)
     chosen = _choose(run, ids, count, predictions, studies)
     for study_id in chosen:
-        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in study_id)
-        for path in plot_case(studies[study_id], predictions[study_id], out_dir / f"figure6_{safe}",
+        for path in plot_case(studies[study_id], predictions[study_id], out_dir / f"figure6_{_safe_name(study_id)}",
                               image_index=image_index, title=f"{loaded.name}: study {study_id}"):
             click.echo(str(path))
 
@@ -111,13 +126,7 @@ def figure6(run: Path, ids: str | None, count: int, data_root: Path | None, stud
 @click.option("--ids", default=None, help="Comma list of study ids (default: the first --n studies, those with "
                                           "boxes first).")
 @click.option("--n", "count", type=int, default=4, show_default=True)
-@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where the dataset's images are (default: run.json's data_root).")
-@click.option("--studies", "studies_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="JSONL of study records (id, image_paths, findings, boxes) instead of loading run.json's dataset.")
-@click.option("--image-index", type=int, default=0, show_default=True, help="Which image of a study to draw.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("figures"),
-              show_default=True)
+@_case_options
 def cases(run: Path, ids: str | None, count: int, data_root: Path | None, studies_file: Path | None,
           image_index: int, out_dir: Path) -> None:
     """Grounded-report case views of RUN: the image with reference boxes (green, R<n>) and
@@ -130,8 +139,7 @@ def cases(run: Path, ids: str | None, count: int, data_root: Path | None, studie
     predictions = loaded.predictions()
     studies = _load_studies(loaded, studies_file, data_root)
     for study_id in _choose(run, ids, count, predictions, studies):
-        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in study_id)
-        for path in plot_grounded_case(studies[study_id], predictions[study_id], out_dir / f"case_{safe}",
+        for path in plot_grounded_case(studies[study_id], predictions[study_id], out_dir / f"case_{_safe_name(study_id)}",
                                        image_index=image_index, title=f"{loaded.name}: study {study_id}"):
             click.echo(str(path))
 
