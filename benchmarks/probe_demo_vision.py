@@ -83,7 +83,8 @@ def main() -> None:
                                          for i in range(0, len(val_y), 32)])).numpy()
     for k, name in enumerate(CHEXPERT_CLASSES):
         if 0 < val_y[:, k].sum() < len(val_y):
-            print(f"  {name:28s} positives {int(val_y[:, k].sum()):3d}  AUC {roc_auc_score(val_y[:, k], probs[:, k]):.3f}")
+            auc = roc_auc_score(val_y[:, k], probs[:, k])
+            print(f"  {name:28s} positives {int(val_y[:, k].sum()):3d}  AUC {auc:.3f}")
     print(f"val micro F1 at 0.5: {f1_score(val_y, probs > 0.5, average='micro', zero_division=0):.3f}; "
           f"total {time.perf_counter() - started:.0f} s")
 
