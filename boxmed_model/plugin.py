@@ -77,6 +77,20 @@ def resolve_weights(weights: str) -> dict[str, Any]:
 
 
 DEFAULT_MAX_NEW_TOKENS = 512
+DEFAULT_IMAGE_SCALE = 0.25  # paper Sec. 4.2
+
+
+def _trained_image_scale(weights: str) -> float:
+    """The ``image_scale`` a trained run's manifest records (the model reads test images as it
+    read training images), else the paper's 1/4."""
+    from boxmed_model.train import MANIFEST, read_manifest
+
+    root = Path(weights).expanduser()
+    if weights and (root / MANIFEST).is_file():
+        scale = (read_manifest(root).get("config") or {}).get("image_scale")
+        if scale is not None:
+            return float(scale)
+    return DEFAULT_IMAGE_SCALE
 
 
 def default_max_new_tokens(dataset: Any) -> int:
@@ -123,7 +137,8 @@ class BoxMedRL(ReportGenerator):
         "max_reasoning_tokens": "cap for the grounded-mode reasoning and box answers (default 256)",
         "max_boxes": "grounded mode: at most this many report sentences are located (default 8)",
         "device": "auto (default: cuda when available) | cpu | cuda | cuda:N",
-        "image_scale": "image resize factor before the processor (default 0.25, as in training)",
+        "image_scale": "image resize factor before the processor (default: the trained run's config, "
+                       "e.g. 0.5 for the demo config; else 0.25, the paper's)",
     }
 
     def __init__(self, **kwargs: Any) -> None:
@@ -139,7 +154,7 @@ class BoxMedRL(ReportGenerator):
                                            else None)  # None: set from the dataset in setup()
         self.max_reasoning_tokens = int(kwargs.get("max_reasoning_tokens", 256))
         self.max_boxes = int(kwargs.get("max_boxes", 8))
-        self.image_scale = float(kwargs.get("image_scale", 0.25))
+        self.image_scale = float(kwargs.get("image_scale", _trained_image_scale(str(kwargs.get("weights", "")))))
         self.device_arg = str(kwargs.get("device", "auto"))
         self.model: Any = None
         self.processor: Any = None
@@ -184,7 +199,8 @@ class BoxMedRL(ReportGenerator):
         self.processor = load_processor(full_model_path)
 
     def provenance(self) -> dict[str, Any]:
-        return {"weights": str(self.kwargs.get("weights")), "mode": self.mode, **{k: v for k, v in self.resolved.items()}}
+        return {"weights": str(self.kwargs.get("weights")), "mode": self.mode, "image_scale": self.image_scale,
+                **{k: v for k, v in self.resolved.items()}}
 
     # ------------------------------------------------------------------ generation
 
@@ -489,9 +505,10 @@ BoxMedRL.training_command = train_command
 
 
 def _reproduce_commands() -> dict[str, click.Command]:
+    from boxmed_model.paper_demo import paper_demo_command
     from boxmed_model.reproduce import REPRODUCE_COMMANDS
 
-    return REPRODUCE_COMMANDS
+    return {**REPRODUCE_COMMANDS, "demo": paper_demo_command}
 
 
 BoxMedRL.reproduce_commands = _reproduce_commands()

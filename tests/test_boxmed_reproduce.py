@@ -86,7 +86,7 @@ def test_pretraining_feeds_mcl_and_svr_and_reuse_with_another_ablation_is_refuse
     iu = write_iu_dataset(tmp_path / "iu")
     out = tmp_path / "out"
     args = ["train", "boxmedrl", "--base", "tiny", "--pretrain-dataset", "demo", "--dataset", "iu_xray",
-            "--data-root", f"iu_xray={iu}", "--limit", "3", "--config", str(quick_toml), "--output", str(out)]
+            "--data-root", f"iu_xray={iu}", "--limit", "4", "--config", str(quick_toml), "--output", str(out)]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "boxmedrl.json").read_text())
@@ -123,7 +123,7 @@ def test_reproduce_table4_on_demo(tmp_path: Path) -> None:
     config.write_text(TABLE4)
     out = tmp_path / "table4"
     args = ["reproduce", "table4", "--base", "tiny", "--pretrain-dataset", "demo", "--dataset", "demo",
-            "--train-limit", "3", "--limit", "6", "--config", str(config), "--metrics", "nlg",
+            "--train-limit", "4", "--limit", "6", "--config", str(config), "--metrics", "nlg",
             "--model-arg", "max_new_tokens=32"]
     result = CliRunner().invoke(main, [*args, "--out", str(out)], catch_exceptions=False)
     assert result.exit_code == 0, result.output

@@ -64,6 +64,9 @@ def test_generation_is_deterministic(demo_dir: Path, tmp_path: Path) -> None:
 PINNED_DIGESTS = {
     "v2": {"annotation.json": "031db83f2ad35b29efd23fed6971a4a0fef37c63de7fea700bb5ed2d8b04c8dc",
            "chexpert.csv": "eb75b0dec6fd7b548d51b085a52023b3584cc187a2d8a0011cd73b538eb5332d"},
+    # v3: 600 / 60 / 100 studies (the ids hash the version), larger and brighter findings.
+    "v3": {"annotation.json": "59f6b6828931744aaa7247f6638af9bddf8808c4d7c4d071efa8864de082a3ce",
+           "chexpert.csv": "c628cfc9837a1148590217ce23e8e5c276e9b20212b2cdae9bf0bc58730e6bb7"},
 }
 
 

@@ -346,3 +346,24 @@ def test_train_resume_and_generate_through_the_cli(tmp_path: Path, registered: N
     assert result.exit_code == 0, result.output
     lines = (run_dir / "predictions.jsonl").read_text().splitlines()
     assert len(lines) == 3 and "bleu_4" in json.loads((run_dir / "summary.json").read_text())
+
+
+def test_demo_preset_fills_unset_options_and_monitors_chexpert_f1(tmp_path: Path, registered: None) -> None:
+    from boxmed_eval.cli import main
+
+    out = tmp_path / "r2gen-preset"
+    args = ["train", "r2gen", "--dataset", "demo", "--preset", "demo", "--out", str(out), "--epochs", "1",
+            "--train-limit", "4", "--val-limit", "2", "--image-size", "32", "--d-model", "32", "--d-ff", "32",
+            "--num-layers", "1", "--resnet-width", "8", "--max-seq-length", "12", "--threshold", "1",
+            "--beam-size", "1"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    training = json.loads((out / "config.json").read_text())["training"]
+    # from the preset (not given on the command line) ...
+    assert (training["resnet_depth"], training["lr_ve"], training["num_heads"]) == (18, 1e-3, 4)
+    assert training["monitor"] == "chexpert_f1" and training["cache_images"] and training["validate_first"]
+    # ... and the command line wins where both set a value
+    assert (training["epochs"], training["image_size"], training["d_model"]) == (1, 32, 32)
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [0, 1] and all("val_chexpert_f1" in h for h in history)
+    assert "best validation chexpert_f1" in result.output

@@ -2,11 +2,11 @@
 
 Nothing is downloaded and nothing is kept in git: ``demo_root()`` generates the dataset
 (seeded numpy, a few seconds on one core) into ``$BOXMED_CACHE/demo/<DEMO_VERSION>`` (default
-``~/.cache/boxmed_eval/demo/v2``) or into ``--data-root DIR`` when that holds no dataset
+``~/.cache/boxmed_eval/demo/v3``) or into ``--data-root DIR`` when that holds no dataset
 yet. Generation happens in a temporary folder renamed into place, so two processes never
 see half a dataset.
 
-What it holds (400 studies with findings: train 280 / val 40 / test 80, plus three whose
+What it holds (760 studies with findings: train 600 / val 60 / test 100, plus three whose
 findings are empty, which the adapter drops and counts like real empty-findings studies):
 
 - ``images/<dicom_id>/0.png`` a 256x256 grayscale frontal (PA) view: dark lung fields with
@@ -19,6 +19,15 @@ findings are empty, which the adapter drops and counts like real empty-findings 
   cardiomediastinum = wide mediastinum, support devices = bright tube lines, fracture = rib
   discontinuity (or a dense vertebra), pleural other = pleural thickening. Uncertain findings
   ("Possible ...") are drawn faintly and get no box.
+
+Model resolution (v3): BoxMed-RL reads demo images at ``DEMO_IMAGE_SCALE`` = 1/2, not the
+paper's 1/4. The paper's 1/4 applies to ~2500 px MIMIC-CXR images (~600 px, hundreds of visual
+tokens); 1/4 of 256 px is 64 px, i.e. 4 Qwen2-VL tokens, and a model cannot read findings from
+that (v2's trained models wrote one report for every study). At 1/2 the model sees 25 tokens
+(140 px after the processor), and every finding is drawn large enough to cover several of its
+14 px patches (v3 enlarged nodules, atelectasis bands, tubes, pleural thickening and rib
+breaks, and raised the contrast of opacities and edema). v3 also has more studies (v2: 280 /
+40 / 80) so that a model trained from random weights sees each finding often enough.
 - ``annotation.json`` in R2Gen's MIMIC-CXR layout (id = dicom id, study_id, subject_id,
   report, image_path, split): the findings, written from the 14 CheXpert observations and the
   paper's 12 anatomical regions with varied phrasing, negated and uncertain sentences.
@@ -61,10 +70,15 @@ from boxmed_eval.text import prepare_findings
 
 log = logging.getLogger(__name__)
 
-DEMO_VERSION = "v2"  # bump whenever the generated files change (tests pin their digests)
+DEMO_VERSION = "v3"  # bump whenever the generated files change (tests pin their digests)
 DEMO_SEED = 20250521
 IMAGE_SIZE = 256
-SPLIT_SIZES: dict[str, int] = {"train": 280, "val": 40, "test": 80}
+# The resize factor BoxMed-RL uses on demo images (boxmed_model/configs/demo_cpu.toml). The paper
+# uses 1/4 of MIMIC-CXR's ~2500 px; 1/4 of 256 px is 64 px, which Qwen2-VL encodes as 4 visual
+# tokens (14 px patches merged 2x2), too few to read findings from. At 1/2 the 128 px image is
+# resized by the processor to 140 px: 10x10 patches, 25 visual tokens.
+DEMO_IMAGE_SCALE = 0.5
+SPLIT_SIZES: dict[str, int] = {"train": 600, "val": 60, "test": 100}
 # Extra studies whose findings are empty (MIMIC has many): loaded, then dropped and counted.
 EMPTY_FINDINGS: dict[str, int] = {"train": 1, "val": 0, "test": 2}
 
@@ -210,6 +224,9 @@ class _Anatomy:
 
 
 _RIB_SPACING, _RIB_HALF_WIDTH = 0.062, 0.011
+# v3: the small findings are drawn larger than in v2 (nodules, bands, tubes, thickening, rib
+# breaks) so that they still cover a few pixels at the demo's model resolution (DEMO_IMAGE_SCALE).
+_FRACTURE_STEP, _FRACTURE_GAP, _TUBE_WIDTH = 0.03, 0.028, 0.011
 _MARKINGS_BANK: list[np.ndarray] = []
 
 
@@ -263,8 +280,8 @@ def _frontal_base(anatomy: _Anatomy) -> tuple[np.ndarray, dict[str, np.ndarray]]
         side, k, u_break = a.rib_fracture
         lateral_part = (_U < u_break) if side == "right" else (_U > u_break)
         this_rib = nearest == k
-        stepped = np.clip(1.0 - np.abs(_V - a.rib_v(k) - 0.018) / _RIB_HALF_WIDTH, 0.0, 1.0)
-        ribs = np.where(this_rib & lateral_part, stepped, ribs) * ~(this_rib & (np.abs(_U - u_break) < 0.014))
+        stepped = np.clip(1.0 - np.abs(_V - a.rib_v(k) - _FRACTURE_STEP) / _RIB_HALF_WIDTH, 0.0, 1.0)
+        ribs = np.where(this_rib & lateral_part, stepped, ribs) * ~(this_rib & (np.abs(_U - u_break) < _FRACTURE_GAP))
     img += 0.1 * np.clip(ribs, 0, 1) * body * (np.abs(_U - 0.5 - a.dx) > 0.04)
     # Clavicles.
     for side in ("right", "left"):
@@ -279,7 +296,7 @@ def _frontal_base(anatomy: _Anatomy) -> tuple[np.ndarray, dict[str, np.ndarray]]
     vertebrae = 0.5 + 0.5 * np.cos((_V - a.dy) * 2 * np.pi / 0.06)
     img += (0.06 + 0.04 * vertebrae) * spine * body
     if a.spine_fracture is not None:
-        img += 0.22 * spine * (np.abs(_V - a.spine_fracture) < 0.011)
+        img += 0.35 * spine * (np.abs(_V - a.spine_fracture) < 0.016)
     trachea = (np.abs(_U - 0.5 - a.dx) < 0.014) & (_V < 0.33 + a.dy)
     img = np.where(trachea & body, img - 0.3, img)
     # Diaphragm and abdomen below it.
@@ -582,7 +599,7 @@ def _pre_anatomy(finding: _Finding, anatomy: _Anatomy, rng: np.random.Generator)
     elif finding.cls == "Enlarged Cardiomediastinum":
         anatomy.mediastinum_half_width = 0.062 + strength * 0.05
     elif finding.cls == "Pneumothorax":
-        depth = {"small": 0.07, "moderate": 0.1, "large": 0.14}[finding.severity]
+        depth = {"small": 0.1, "moderate": 0.13, "large": 0.17}[finding.severity]
         anatomy.pneumothorax[finding.side] = strength * depth
     elif finding.cls == "Fracture":
         if finding.kind == "spine":
@@ -631,14 +648,14 @@ def _draw(finding: _Finding, anatomy: _Anatomy, masks: dict[str, np.ndarray], im
     elif cls == "Lung Lesion":
         u, v = a.zone_center(finding.side, finding.zone)
         u += float(rng.uniform(-0.02, 0.02))
-        radius = float(rng.uniform(0.04, 0.055)) if finding.kind == "mass" else float(rng.uniform(0.017, 0.026))
+        radius = float(rng.uniform(0.055, 0.07)) if finding.kind == "mass" else float(rng.uniform(0.032, 0.042))
         disc = _soft_disc(u, v, radius, radius)
-        img += 0.45 * strength * disc
+        img += 0.5 * strength * disc
         lateral += 0.3 * strength * _soft_disc(0.5 + a.dx, v, radius, radius)
         region = f"{finding.side} hilar structures" if finding.zone == "hilar" else f"{finding.side} lung"
         boxes.append((_bbox(disc > 0.5), region))
     elif cls in ("Consolidation", "Pneumonia", "Lung Opacity"):
-        amplitude = {"Consolidation": 0.4, "Pneumonia": 0.36, "Lung Opacity": 0.27}[cls] * strength
+        amplitude = {"Consolidation": 0.45, "Pneumonia": 0.4, "Lung Opacity": 0.34}[cls] * strength
         texture = 0.7 + 0.3 * np.clip(_markings(a.markings_seed + 1), -1.0, 1.0)
         if finding.zone == "diffuse":
             patch = np.zeros((_S, _S), dtype=np.float32)
@@ -663,16 +680,16 @@ def _draw(finding: _Finding, anatomy: _Anatomy, masks: dict[str, np.ndarray], im
         for side in sides:
             u, v = a.zone_center(side, finding.zone)
             angle = float(rng.uniform(-0.3, 0.3))
-            half_length, half_thickness = 0.075, 0.011
+            half_length, half_thickness = 0.085, 0.022
             du, dv = _U - u, _V - v
             along = du * np.cos(angle) + dv * np.sin(angle)
             across = -du * np.sin(angle) + dv * np.cos(angle)
             band = np.clip(1.0 - (np.abs(across) / half_thickness) ** 2, 0.0, 1.0) * (np.abs(along) < half_length)
             band = band * lung(side)
-            img += 0.42 * strength * band
+            img += 0.45 * strength * band
             boxes.append((_bbox(band > 0.3), f"{side} lung"))
     elif cls == "Edema":
-        amplitude = {"mild": 0.17, "moderate": 0.23, "severe": 0.3}[finding.severity] * strength
+        amplitude = {"mild": 0.24, "moderate": 0.3, "severe": 0.37}[finding.severity] * strength
         for side in ("right", "left"):
             u, v = a.zone_center(side, "hilar")
             u += 0.03 if side == "right" else -0.03
@@ -683,20 +700,20 @@ def _draw(finding: _Finding, anatomy: _Anatomy, masks: dict[str, np.ndarray], im
     elif cls == "Support Devices":
         x0 = 0.5 + a.dx
         if finding.kind == "ett":
-            tube = _polyline([(x0 - 0.002, 0.0), (x0, 0.24 + a.dy)], 0.007)
-            img += 0.45 * tube
+            tube = _polyline([(x0 - 0.002, 0.0), (x0, 0.24 + a.dy)], _TUBE_WIDTH)
+            img += 0.5 * tube
             boxes.append((_bbox(tube > 0.2), "trachea"))
         elif finding.kind == "ngt":
             points = [(x0 - 0.004, 0.0), (x0 + 0.004, 0.5 + a.dy), (x0 + 0.03, 0.78 + a.dy), (x0 + 0.14, 0.86 + a.dy)]
-            tube = _polyline(points, 0.006)
-            img += 0.4 * tube
+            tube = _polyline(points, _TUBE_WIDTH)
+            img += 0.5 * tube
             tip = (tube > 0.2) & (_V > a.lung_bottom("left") + 0.03)
             boxes.append((_bbox(tip), "abdomen"))
         else:
             points = [(x0 - 0.24, 0.06 + a.dy), (x0 - 0.12, 0.16 + a.dy), (x0 - 0.04, 0.24 + a.dy),
                       (x0 - 0.035, 0.33 + a.dy)]
-            tube = _polyline(points, 0.006)
-            img += 0.4 * tube
+            tube = _polyline(points, _TUBE_WIDTH)
+            img += 0.5 * tube
             tip = (tube > 0.2) & (_U > x0 - 0.07)
             boxes.append((_bbox(tip), "mediastinum"))
         lateral_devices += 0.3 * _polyline([(0.45 + a.dx, 0.0), (0.47 + a.dx, 0.3 + a.dy)], 0.006)
@@ -715,7 +732,7 @@ def _draw(finding: _Finding, anatomy: _Anatomy, masks: dict[str, np.ndarray], im
         side = finding.side
         cx = a.lung_cx(side)
         shell = (_ellipse(cx, a.lung_cy, a.lung_rx, a.lung_ry) < 1.0) & \
-                (_ellipse(cx, a.lung_cy, a.lung_rx - 0.02, a.lung_ry - 0.02) >= 1.0) & masks[f"lung_{side}"]
+                (_ellipse(cx, a.lung_cy, a.lung_rx - 0.035, a.lung_ry - 0.035) >= 1.0) & masks[f"lung_{side}"]
         if finding.zone == "apex":
             shell &= _V < a.lung_top() + 0.1
             region = f"{side} apical zone"
@@ -723,7 +740,7 @@ def _draw(finding: _Finding, anatomy: _Anatomy, masks: dict[str, np.ndarray], im
             lateral_side = (_U < cx - 0.05) if side == "right" else (_U > cx + 0.05)
             shell &= lateral_side & (_V > a.lung_cy - 0.12) & (_V < a.lung_cy + 0.15)
             region = f"{side} lung"
-        img += 0.45 * strength * shell
+        img += 0.5 * strength * shell
         boxes.append((_bbox(shell), region))
     return boxes
 
@@ -933,13 +950,13 @@ def demo_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
 
 @DATASETS.register("demo")
 class Demo(DatasetAdapter):
-    description = ("synthetic chest-radiograph-like studies (train 280 / val 40 / test 80, two views, CheXpert "
+    description = ("synthetic chest-radiograph-like studies (train 600 / val 60 / test 100, two views, CheXpert "
                    "labels, MS-CXR-style boxes), generated offline on first use in seconds")
     needs = (f"nothing: generated on first use into $BOXMED_CACHE/demo/{DEMO_VERSION} "
              f"(default ~/.cache/boxmed_eval/demo/{DEMO_VERSION}), "
              "or into --data-root DIR when that is empty")
     env_var = None
-    report_words = 48  # measured: at most 43 words in train
+    report_words = 50  # measured: at most 45 words in train (v3)
 
     def _resolve_root(self, data_root: str | os.PathLike[str] | None) -> Path:
         return demo_root(data_root).resolve()
