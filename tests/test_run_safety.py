@@ -148,6 +148,8 @@ def test_localhost_names_are_resolved(monkeypatch):
 
 
 def test_judge_requests_ignore_http_proxy(tmp_path, monkeypatch):
+    import urllib.request
+
     from tests.test_judges import FakeServer, _green_reply
 
     pred, ref = _pair(tmp_path / "in")
@@ -158,6 +160,9 @@ def test_judge_requests_ignore_http_proxy(tmp_path, monkeypatch):
             monkeypatch.delenv(name, raising=False)
         monkeypatch.setenv("HTTP_PROXY", proxy.url.rsplit("/v1", 1)[0])
         monkeypatch.setenv("http_proxy", proxy.url.rsplit("/v1", 1)[0])
+        # urlopen's shared opener reads the proxy variables once, when an earlier test first built
+        # it: drop it so a plain urlopen would see the proxy, as in a fresh process
+        monkeypatch.setattr(urllib.request, "_opener", None)
         result = invoke("score", "--pred", pred, "--ref", ref, "--out", tmp_path / "o", "--dataset", "mimic",
                         "--metrics", "green", "--judge", judge.url, "--judge-model", "m")
         assert result.exit_code == 0, result.output
