@@ -534,6 +534,42 @@ def test_csv_that_would_swallow_or_split_reports_is_refused(tmp_path, content, e
     assert result.exit_code == 2 and expected in result.output, result.output
 
 
+def test_boxmedrl_model_loading_never_asks_the_hub(monkeypatch):
+    """A model id that is not in the HF cache is an error at once: the plugin, the trainer's
+    load_model and load_processor make no network request for it (offline mode not set)."""
+    pytest.importorskip("transformers")
+    import socket
+
+    import huggingface_hub.constants
+    from huggingface_hub.utils import build_hf_headers
+
+    from boxmed_eval.errors import MissingResourceError
+    from boxmed_model.plugin import BoxMedRL
+    from boxmed_model.tiny import load_processor
+    from boxmed_model.train import load_model
+
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # read once at import
+    lookups = []
+
+    def no_network(host, *args, **kw):
+        lookups.append(host)
+        raise RuntimeError(f"network lookup of {host}")  # not a connection error: nothing retries it
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    build_hf_headers()  # huggingface_hub fetches its agent registry once per process for the user agent
+    lookups.clear()
+    model_id = "boxmed-eval-tests/not-in-the-cache"
+    with pytest.raises(OSError):
+        load_model(model_id)
+    with pytest.raises(OSError):
+        load_processor(model_id)
+    with pytest.raises(MissingResourceError, match="cannot load model weights"):
+        BoxMedRL(weights=model_id, device="cpu").setup()
+    assert lookups == []
+
+
 def test_misspelt_metric_option_is_reported(tmp_path):
     pred, ref = _pair(tmp_path)
     result = invoke("score", "--pred", pred, "--ref", ref, "--out", tmp_path / "o", "--metrics", "nlg",
