@@ -529,9 +529,12 @@ def test_torchrun_two_ranks_kill_one_then_rerun_completes_each_study_once(tmp_pa
 def test_csv_that_would_swallow_or_split_reports_is_refused(tmp_path, content, expected):
     ref, pred = tmp_path / "ref.csv", tmp_path / "pred.csv"
     ref.write_text(content)
-    pred.write_text("id,report\na,x\nb,y\nc,z\n")
+    # only 'a' is predicted: the misread file then matches the predictions' ids, so nothing but the
+    # strict reading can refuse it (a swallowed or cut report was scored silently before)
+    pred.write_text("id,report\na,x\n")
     result = invoke("score", "--pred", pred, "--ref", ref, "--out", tmp_path / "o", "--metrics", "token_overlap")
     assert result.exit_code == 2 and expected in result.output, result.output
+    assert not (tmp_path / "o" / "summary.json").exists()
 
 
 def test_boxmedrl_model_loading_never_asks_the_hub(monkeypatch):
