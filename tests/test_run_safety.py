@@ -36,9 +36,9 @@ def test_score_into_existing_run_keeps_everything_it_did_not_write(tmp_path):
     (out / "judge_cache.jsonl").write_text('{"k": "cached reply"}\n')
     again = invoke(*args)  # the same inputs: a resume, nothing deleted
     assert again.exit_code == 0, again.output
-    assert json.loads((out / "run.json").read_text())["resumed"] == 1
     for name in ("notes.txt", "judge_cache.jsonl", "pred.jsonl", "ref.jsonl", "summary.json"):
         assert (out / name).exists(), name
+    assert json.loads((out / "run.json").read_text())["resumed"] == 1
 
     other_pred, _ = _pair(tmp_path / "elsewhere", tag="b")
     refused = invoke("score", "--pred", other_pred, "--ref", ref, "--out", out, "--metrics", "token_overlap")
@@ -378,14 +378,15 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[bytes, str]]:
 
 @pytest.mark.parametrize("name", ["latin1.jsonl", "latin1.csv", "surrogate.jsonl", "surrogate_id.jsonl", "array.json",
                                   "number_report.jsonl"])
-@pytest.mark.parametrize("side", ["pred", "ref"])
+@pytest.mark.parametrize("side", ["pred", "ref", "both"])
 def test_bad_input_matrix_gives_a_named_error_and_leaves_no_temp_file(tmp_path, name, side):
     files = _bad_inputs(tmp_path)
     bad = tmp_path / name
     bad.write_bytes(files[name][0])
     good = tmp_path / "ok.jsonl"
     good.write_bytes(files["ok.jsonl"][0])
-    pred, ref = (bad, good) if side == "pred" else (good, bad)
+    # "both": the same bad file on each side, so the ids match and no id check refuses it first
+    pred, ref = {"pred": (bad, good), "ref": (good, bad), "both": (bad, bad)}[side]
     out = tmp_path / "out"
     result = invoke("score", "--pred", pred, "--ref", ref, "--out", out, "--metrics", "token_overlap")
     assert result.exit_code == 2, result.output
