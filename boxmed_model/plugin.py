@@ -169,7 +169,7 @@ class BoxMedRL(ReportGenerator):
         import torch
         from transformers import AutoModelForImageTextToText
 
-        from boxmed_model.tiny import load_processor
+        from boxmed_model.tiny import LOCAL_ONLY, load_processor
 
         if self.max_new_tokens is None:
             self.max_new_tokens = default_max_new_tokens(context.dataset if context is not None else None)
@@ -182,7 +182,7 @@ class BoxMedRL(ReportGenerator):
         if self.resolved["adapter"] and self.resolved["adapter_kind"] == "full":
             full_model_path = self.resolved["adapter"]  # Table-5 rows without adapter: a full model
         try:
-            model = AutoModelForImageTextToText.from_pretrained(full_model_path, dtype=dtype, local_files_only=True)
+            model = AutoModelForImageTextToText.from_pretrained(full_model_path, dtype=dtype, **LOCAL_ONLY)
         except OSError as exc:
             raise MissingResourceError(f"cannot load model weights from {full_model_path!r} ({exc}); for the HF "
                                        "base run `huggingface-cli download Qwen/Qwen2-VL-2B-Instruct` first") from None

@@ -55,6 +55,10 @@ PRESETS: dict[str, dict[str, int]] = {
     SMALL_PRESET: {"hidden": 256, "layers": 4, "heads": 4, "kv_heads": 2, "vision_depth": 2},
 }
 DOCUMENTED_BASE = "Qwen/Qwen2-VL-2B-Instruct"
+# from_pretrained keywords that never reach the hub: a model id is read from the HF cache only.
+# transformers 5 does not pass local_files_only on to its PEFT adapter lookup (a HEAD request
+# for adapter_config.json), so that lookup is told separately.
+LOCAL_ONLY: dict[str, Any] = {"local_files_only": True, "adapter_kwargs": {"local_files_only": True}}
 
 
 def _processor_classes():

@@ -42,7 +42,7 @@ from boxmed_eval.records import Study, atomic_write_json
 from boxmed_model import data as stage_data
 from boxmed_model.config import PipelineConfig
 from boxmed_model.rewards import format_reward, iou_reward
-from boxmed_model.tiny import load_processor
+from boxmed_model.tiny import LOCAL_ONLY, load_processor
 from boxmed_model.versions import check_training_versions
 
 check_training_versions()
@@ -126,7 +126,7 @@ def load_model(path: str, cfg: PipelineConfig | None = None) -> Any:
     from transformers import AutoModelForImageTextToText
 
     del cfg  # kept for callers; precision no longer depends on it
-    return AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32, local_files_only=True)
+    return AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32, **LOCAL_ONLY)
 
 
 def _resume_point(out: Path) -> str | None:

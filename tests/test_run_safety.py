@@ -36,9 +36,9 @@ def test_score_into_existing_run_keeps_everything_it_did_not_write(tmp_path):
     (out / "judge_cache.jsonl").write_text('{"k": "cached reply"}\n')
     again = invoke(*args)  # the same inputs: a resume, nothing deleted
     assert again.exit_code == 0, again.output
-    assert json.loads((out / "run.json").read_text())["resumed"] == 1
     for name in ("notes.txt", "judge_cache.jsonl", "pred.jsonl", "ref.jsonl", "summary.json"):
         assert (out / name).exists(), name
+    assert json.loads((out / "run.json").read_text())["resumed"] == 1
 
     other_pred, _ = _pair(tmp_path / "elsewhere", tag="b")
     refused = invoke("score", "--pred", other_pred, "--ref", ref, "--out", out, "--metrics", "token_overlap")
@@ -148,6 +148,8 @@ def test_localhost_names_are_resolved(monkeypatch):
 
 
 def test_judge_requests_ignore_http_proxy(tmp_path, monkeypatch):
+    import urllib.request
+
     from tests.test_judges import FakeServer, _green_reply
 
     pred, ref = _pair(tmp_path / "in")
@@ -158,6 +160,9 @@ def test_judge_requests_ignore_http_proxy(tmp_path, monkeypatch):
             monkeypatch.delenv(name, raising=False)
         monkeypatch.setenv("HTTP_PROXY", proxy.url.rsplit("/v1", 1)[0])
         monkeypatch.setenv("http_proxy", proxy.url.rsplit("/v1", 1)[0])
+        # urlopen's shared opener reads the proxy variables once, when an earlier test first built
+        # it: drop it so a plain urlopen would see the proxy, as in a fresh process
+        monkeypatch.setattr(urllib.request, "_opener", None)
         result = invoke("score", "--pred", pred, "--ref", ref, "--out", tmp_path / "o", "--dataset", "mimic",
                         "--metrics", "green", "--judge", judge.url, "--judge-model", "m")
         assert result.exit_code == 0, result.output
@@ -373,14 +378,15 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[bytes, str]]:
 
 @pytest.mark.parametrize("name", ["latin1.jsonl", "latin1.csv", "surrogate.jsonl", "surrogate_id.jsonl", "array.json",
                                   "number_report.jsonl"])
-@pytest.mark.parametrize("side", ["pred", "ref"])
+@pytest.mark.parametrize("side", ["pred", "ref", "both"])
 def test_bad_input_matrix_gives_a_named_error_and_leaves_no_temp_file(tmp_path, name, side):
     files = _bad_inputs(tmp_path)
     bad = tmp_path / name
     bad.write_bytes(files[name][0])
     good = tmp_path / "ok.jsonl"
     good.write_bytes(files["ok.jsonl"][0])
-    pred, ref = (bad, good) if side == "pred" else (good, bad)
+    # "both": the same bad file on each side, so the ids match and no id check refuses it first
+    pred, ref = {"pred": (bad, good), "ref": (good, bad), "both": (bad, bad)}[side]
     out = tmp_path / "out"
     result = invoke("score", "--pred", pred, "--ref", ref, "--out", out, "--metrics", "token_overlap")
     assert result.exit_code == 2, result.output
@@ -524,9 +530,48 @@ def test_torchrun_two_ranks_kill_one_then_rerun_completes_each_study_once(tmp_pa
 def test_csv_that_would_swallow_or_split_reports_is_refused(tmp_path, content, expected):
     ref, pred = tmp_path / "ref.csv", tmp_path / "pred.csv"
     ref.write_text(content)
-    pred.write_text("id,report\na,x\nb,y\nc,z\n")
+    # only 'a' is predicted: the misread file then matches the predictions' ids, so nothing but the
+    # strict reading can refuse it (a swallowed or cut report was scored silently before)
+    pred.write_text("id,report\na,x\n")
     result = invoke("score", "--pred", pred, "--ref", ref, "--out", tmp_path / "o", "--metrics", "token_overlap")
     assert result.exit_code == 2 and expected in result.output, result.output
+    assert not (tmp_path / "o" / "summary.json").exists()
+
+
+def test_boxmedrl_model_loading_never_asks_the_hub(monkeypatch):
+    """A model id that is not in the HF cache is an error at once: the plugin, the trainer's
+    load_model and load_processor make no network request for it (offline mode not set)."""
+    pytest.importorskip("transformers")
+    import socket
+
+    import huggingface_hub.constants
+    from huggingface_hub.utils import build_hf_headers
+
+    from boxmed_eval.errors import MissingResourceError
+    from boxmed_model.plugin import BoxMedRL
+    from boxmed_model.tiny import load_processor
+    from boxmed_model.train import load_model
+
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # read once at import
+    lookups = []
+
+    def no_network(host, *args, **kw):
+        lookups.append(host)
+        raise RuntimeError(f"network lookup of {host}")  # not a connection error: nothing retries it
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    build_hf_headers()  # huggingface_hub fetches its agent registry once per process for the user agent
+    lookups.clear()
+    model_id = "boxmed-eval-tests/not-in-the-cache"
+    with pytest.raises(OSError):
+        load_model(model_id)
+    with pytest.raises(OSError):
+        load_processor(model_id)
+    with pytest.raises(MissingResourceError, match="cannot load model weights"):
+        BoxMedRL(weights=model_id, device="cpu").setup()
+    assert lookups == []
 
 
 def test_misspelt_metric_option_is_reported(tmp_path):
