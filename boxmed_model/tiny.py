@@ -230,7 +230,9 @@ def resolve_base(base: str, *, cache_dir: str | os.PathLike[str] | None = None, 
     else is a local model directory or an HF hub id used as is (e.g. ``Qwen/Qwen2-VL-2B-Instruct``)."""
     if base not in PRESETS:
         return base
-    root = Path(cache_dir) if cache_dir else Path(os.environ.get("BOXMED_CACHE", Path.home() / ".cache" / "boxmed_eval"))
+    from boxmed_eval.paths import cache_root
+
+    root = Path(cache_dir) if cache_dir else cache_root()
     target = root / ("tiny-qwen2vl" if base == TINY_PRESET else f"{base}-qwen2vl")
     if not (target / "config.json").is_file():
         build_tiny_base(target, texts, preset=base)

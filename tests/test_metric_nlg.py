@@ -209,7 +209,7 @@ def test_paraphrase_subset_keeps_only_entries_made_of_corpus_words(tmp_path: Pat
                ("0.4", "don 't", "do not"), ("0.5", "heart", "core")]
     with gzip.open(table, "wt", encoding="utf-8") as handle:
         handle.write("".join(f"{p}\n{a}\n{b}\n" for p, a, b in entries))
-    monkeypatch.setenv("BOXMED_EVAL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("BOXMED_CACHE", str(tmp_path / "cache"))
     index = meteor_module.ParaphraseIndex.cached(table)
     assert (tmp_path / "cache").is_dir()
     subset = index.subset(["The heart is normal.", "Lungs: don't"]).decode()

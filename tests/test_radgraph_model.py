@@ -337,7 +337,7 @@ def test_modernbert_encoder(tmp_path: Path) -> None:
 def test_metric_end_to_end_from_archive(tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder, bert_dir, state = tiny
     monkeypatch.delenv("BOXMED_RADGRAPH_MODEL", raising=False)
-    monkeypatch.setenv("BOXMED_EVAL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("BOXMED_CACHE", str(tmp_path / "cache"))
     archive = tmp_path / "radgraph.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:  # the package's archive: files at the top level
         for path in folder.rglob("*"):

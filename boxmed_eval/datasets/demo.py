@@ -894,8 +894,9 @@ def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("BOXMED_CACHE")
-    return (Path(base).expanduser() if base else Path.home() / ".cache" / "boxmed_eval") / "demo" / DEMO_VERSION
+    from boxmed_eval.paths import cache_root
+
+    return cache_root() / "demo" / DEMO_VERSION
 
 
 def _is_complete(root: Path) -> bool:

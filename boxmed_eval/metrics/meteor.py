@@ -16,7 +16,7 @@ keeps that protocol and its arithmetic, and changes only how the work is schedul
   texts being scored, so the jar is given (``-a``) the subset of entries whose words all occur
   in this corpus, in the original order; the candidate matches, and so the alignments and the
   statistics, are the same. The words of the table are indexed once into a cache directory
-  (``$BOXMED_EVAL_CACHE`` or ``~/.cache/boxmed_eval``) so that the subset takes well under a
+  (``$BOXMED_CACHE``, default ``~/.cache/boxmed_eval``) so that the subset takes well under a
   second to cut. Pass ``filter_paraphrases=False`` to load the full table instead.
 * Inputs that break the jar are sanitised: line breaks (the jar reads one line per request, and
   pycocoevalcap then deadlocks) become spaces and ``|||`` (its field separator) is removed. The
@@ -111,8 +111,9 @@ def sanitize_reference(text: str) -> str:
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("BOXMED_EVAL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "boxmed_eval")
-    return Path(root)
+    from boxmed_eval.paths import cache_root
+
+    return cache_root()
 
 
 @dataclass

@@ -29,7 +29,7 @@ Weights are never downloaded. The model archive (the package's ``StanfordAIMI/RR
 ``weights.th`` and ``vocabulary/``), else env ``BOXMED_RADGRAPH_MODEL``, else
 ``radgraph.model_dir=DIR`` with ``DIR/<model_type>/`` extracted (the package's own cache layout), else
 the package's cache (``~/.cache/radgraph/<version>/<model_type>``) or the Hugging Face cache of
-``StanfordAIMI/RRG_scorers`` (a ``.tar.gz`` is extracted once into ``$BOXMED_EVAL_CACHE/radgraph/``,
+``StanfordAIMI/RRG_scorers`` (a ``.tar.gz`` is extracted once into ``$BOXMED_CACHE/radgraph/``,
 default ``~/.cache/boxmed_eval``). Its encoder (the transformers model named in ``config.json``,
 whose config and tokenizer the archive does not hold) comes from ``radgraph.bert=DIR``, env
 ``BOXMED_RADGRAPH_BERT`` or the Hugging Face cache. ``weights.th`` is read with
@@ -162,7 +162,7 @@ class RadGraphMetric(Metric):
                 "nothing is downloaded")
 
     def model_folder(self) -> Path:
-        """The extracted archive folder (a ``.tar.gz`` is extracted once into ``$BOXMED_EVAL_CACHE/radgraph``)."""
+        """The extracted archive folder (a ``.tar.gz`` is extracted once into ``$BOXMED_CACHE/radgraph``)."""
         if self._folder is not None:
             return self._folder
         from boxmed_eval.metrics.radgraph_model import extract_archive

@@ -491,7 +491,7 @@ class RadGraphInference:
 
 
 def extract_archive(path: Path) -> Path:
-    """A ``.tar.gz`` archive extracted once into ``$BOXMED_EVAL_CACHE/radgraph/<key>`` (default
+    """A ``.tar.gz`` archive extracted once into ``$BOXMED_CACHE/radgraph/<key>`` (default
     ``~/.cache/boxmed_eval``; the key follows the archive's path, size and time), with tarfile's
     "data" filter (no links out of the folder, no devices)."""
     import hashlib
@@ -499,7 +499,9 @@ def extract_archive(path: Path) -> Path:
 
     stat = path.stat()
     key = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    root = Path(os.environ.get("BOXMED_EVAL_CACHE") or Path.home() / ".cache" / "boxmed_eval") / "radgraph"
+    from boxmed_eval.paths import cache_root
+
+    root = cache_root() / "radgraph"
     target = root / key
     if not target.is_dir():
         root.mkdir(parents=True, exist_ok=True)
