@@ -380,9 +380,9 @@ def score_run_directory(run_dir: "RunDirectory", references: list[PhraseReferenc
 
 def rescore(run_dir: "RunDirectory", options: dict[str, Any]) -> dict[str, Any]:
     """``score --run DIR`` on a grounding run (e.g. another ``grounding.matching``)."""
-    from boxmed_eval.cli.score import _read_references
+    from boxmed_eval.runs import read_run_references
 
-    studies = _read_references(run_dir.path / "references.jsonl")
+    studies = read_run_references(run_dir.path / "references.jsonl")
     references = build_queries(studies.values())
     answers = read_answers(run_dir.path / GROUNDING_PREDICTIONS)
     missing = [r.query.id for r in references if r.query.id not in answers]

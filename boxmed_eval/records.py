@@ -219,6 +219,19 @@ def read_json(path: str | os.PathLike[str], *, what: str = "file", fix: str | No
 REPORT_COLUMNS = ("report", "findings", "text", "prediction", "reference")
 
 
+def read_studies(path: str | os.PathLike[str], *, fix: str | None = None) -> dict[str, "Study"]:
+    """A JSONL file of :class:`Study` records (a run's references.jsonl, or ``--studies``) by id;
+    a malformed record is a :class:`DataError` naming the line."""
+    studies: dict[str, Study] = {}
+    for number, obj in iter_jsonl(path):
+        try:
+            study = Study.from_dict(obj)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise DataError(f"invalid study record ({exc})", file=path, record=f"line {number}", fix=fix) from None
+        studies[study.id] = study
+    return studies
+
+
 def read_reports(path: str | os.PathLike[str], *, role: str = "report", allow_empty: bool = False) -> dict[str, str]:
     """Read ``{id: report}`` from a JSONL or CSV file with an ``id`` and a ``report`` column.
 

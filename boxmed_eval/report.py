@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from boxmed_eval.errors import BoxmedError, DataError
-from boxmed_eval.records import CHEXPERT_CLASSES, Box, Prediction, Study, atomic_write_text, iter_jsonl
+from boxmed_eval.records import CHEXPERT_CLASSES, Box, Prediction, Study, atomic_write_text, read_studies
 from boxmed_eval.rundata import GREEN_CRITERIA, PREDICTIONS_JSONL, RunData, read_predictions
 from boxmed_eval.stats import (CE_COUNT_COLUMNS, MEAN, PER_SAMPLE_PROXIES, CorpusStatistic, bleu_statistic,
                                bleu_sufficient_statistics, ce_micro_statistic, compare_runs, paired_bootstrap, stars)
@@ -445,19 +445,6 @@ def _safe_name(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)[:150]
 
 
-def read_studies(path: Path) -> dict[str, Study]:
-    """references.jsonl of a run (Study records: findings, image paths, reference boxes)."""
-    studies: dict[str, Study] = {}
-    for number, obj in iter_jsonl(path):
-        try:
-            study = Study.from_dict(obj)
-        except (TypeError, ValueError, KeyError) as exc:
-            raise DataError(f"invalid study record ({exc})", file=path, record=f"line {number}",
-                            fix="references.jsonl is written by `boxmed-eval run` / `score`; re-run to rewrite it") from None
-        studies[study.id] = study
-    return studies
-
-
 def read_labels(path: Path) -> dict[str, dict[str, str]]:
     """chexpert_labels.csv -> {side: {id: one character per class}} (see _LABEL_CODE)."""
     try:
@@ -530,7 +517,8 @@ class RunCases:
 def load_cases(run: RunData, name: str, data_root: Path | None = None) -> RunCases:
     path = run.path
     predictions = read_predictions(path / PREDICTIONS_JSONL) if (path / PREDICTIONS_JSONL).exists() else {}
-    studies = read_studies(path / REFERENCES_JSONL) if (path / REFERENCES_JSONL).exists() else {}
+    studies = (read_studies(path / REFERENCES_JSONL, fix="references.jsonl is written by `boxmed-eval run` / "
+                            "`score`; re-run to rewrite it") if (path / REFERENCES_JSONL).exists() else {})
     labels = read_labels(path / LABELS_CSV) if (path / LABELS_CSV).exists() else {}
     judges = {judge: read_judge_replies(path / table) for judge, table in JUDGE_TABLES.items()
               if (path / table).exists()}

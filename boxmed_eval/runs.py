@@ -31,7 +31,7 @@ import pandas as pd
 
 from boxmed_eval.errors import BoxmedError, DataError
 from boxmed_eval.metrics.base import MetricResult
-from boxmed_eval.records import Prediction, atomic_write_json, atomic_write_text, iter_jsonl, read_json
+from boxmed_eval.records import Prediction, Study, atomic_write_json, atomic_write_text, iter_jsonl, read_json, read_studies
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +161,14 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def read_run_references(path: Path) -> dict[str, Study]:
+    """A run's references.jsonl (the studies it was scored against, with their boxes)."""
+    if not path.exists():
+        raise DataError("the run has no references.jsonl", file=path,
+                        fix="re-run `boxmed-eval run` with the same arguments (it resumes and writes it)")
+    return read_studies(path)
 
 
 class RunDirectory:

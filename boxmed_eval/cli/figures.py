@@ -11,7 +11,7 @@ import click
 from boxmed_eval.cli.app import main
 from boxmed_eval.cli.compare import emit
 from boxmed_eval.errors import DataError
-from boxmed_eval.records import Study, iter_jsonl
+from boxmed_eval.records import Study, read_studies
 from boxmed_eval.rundata import RunData, load_run
 from boxmed_eval.tables import FORMATS, latex_document, per_class_table
 
@@ -41,14 +41,7 @@ def figure5(runs: tuple[Path, ...], out_dir: Path) -> None:
 
 def _load_studies(run: RunData, studies_file: Path | None, data_root: Path | None) -> dict[str, Study]:
     if studies_file is not None:
-        studies = {}
-        for number, obj in iter_jsonl(studies_file):
-            try:
-                study = Study.from_dict(obj)
-            except (TypeError, ValueError) as exc:
-                raise DataError(f"not a study record ({exc})", file=studies_file, record=f"line {number}") from None
-            studies[study.id] = study
-        return studies
+        return read_studies(studies_file)
     from boxmed_eval.datasets.base import get_dataset
 
     dataset = run.info.get("dataset")

@@ -14,8 +14,8 @@ from boxmed_eval.cli.options import (allow_missing_option, check_missing_metrics
 from boxmed_eval.errors import BoxmedError, DataError
 from boxmed_eval.judges.phi import guard_dataset
 from boxmed_eval.metrics.base import resolve_metric_names
-from boxmed_eval.records import Prediction, Study, check_same_ids, iter_jsonl, read_reports, write_jsonl
-from boxmed_eval.runs import RUN_OUTPUTS, RunDirectory
+from boxmed_eval.records import Prediction, Study, check_same_ids, read_reports, write_jsonl
+from boxmed_eval.runs import RUN_OUTPUTS, RunDirectory, read_run_references
 
 # What makes two `score --pred/--ref` runs the same: the files, their content, the dataset.
 SCORE_IDENTITY = ("model", "model_args", "dataset", "references", "inputs_sha256")
@@ -85,7 +85,7 @@ def _score_grounding(pred: str | None, ref: str | None, run_path: str | None, ou
     else:
         if not (pred and ref):
             raise BoxmedError("pass --pred FILE and --ref FILE (or --run DIR)")
-        studies = _read_references(Path(ref))
+        studies = read_run_references(Path(ref))
         references = pg.build_queries(studies.values())
         if not references:
             raise DataError("no reference boxes with phrases", file=ref,
@@ -125,7 +125,7 @@ def _score(pred: str | None, ref: str | None, run_path: str | None, out: str, me
         config = run_dir.read_config()
         if config is None:
             raise BoxmedError(f"{run_path} is not a run directory (no run.json)")
-        studies = _read_references(run_dir.path / "references.jsonl")
+        studies = read_run_references(run_dir.path / "references.jsonl")
         predictions = run_dir.read_predictions()
         check_same_ids(predictions, studies, pred_file=run_dir.predictions_path, ref_file=run_dir.path / "references.jsonl")
         # run.json's dataset decides; a --dataset can only make the PHI guard stricter
@@ -177,17 +177,3 @@ def _sha256(path: str) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _read_references(path: Path) -> dict[str, Study]:
-    if not path.exists():
-        raise DataError("the run has no references.jsonl", file=path,
-                        fix="re-run `boxmed-eval run` with the same arguments (it resumes and writes it)")
-    studies: dict[str, Study] = {}
-    for number, obj in iter_jsonl(path):
-        try:
-            study = Study.from_dict(obj)
-        except (TypeError, ValueError, KeyError) as exc:
-            raise DataError(f"invalid study ({exc})", file=path, record=f"line {number}") from None
-        studies[study.id] = study
-    return studies
