@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from boxmed_eval.metrics import compute_metrics  # noqa: E402
-from boxmed_eval.metrics.entailment import _few_shot_data, rules_verdict  # noqa: E402
+from boxmed_eval.metrics.entailment import few_shot_agreement  # noqa: E402
 
 
 def _recased(line: str) -> str:
@@ -44,18 +44,6 @@ def corpora(data: Path) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
         found["R2Gen"] = ({str(i): _recased(t) for i, t in enumerate(gts)},
                           {str(i): _recased(t) for i, t in enumerate(res)})
     return found
-
-
-def few_shot_agreement() -> tuple[int, int]:
-    agree = total = 0
-    for example in _few_shot_data()["examples"]:
-        a, b = example["input"]["phrases_A"], example["input"]["phrases_B"]
-        for premises, answers in ((b, example["output"]["phrases_A_evidenced"]),
-                                  (a, example["output"]["phrases_B_evidenced"])):
-            for answer in answers:
-                total += 1
-                agree += rules_verdict(premises, answer["phrase"]).entailed == (answer["status"] == "entailment")
-    return agree, total
 
 
 def main() -> None:

@@ -490,16 +490,9 @@ def test_rules_judge_agrees_with_radfacts_own_labelled_examples():
     outside check of the deterministic judge: 64 agree when this test was written (the three
     misses are a persistence, an infiltrate-vs-markings and an opacity-vs-consolidation call;
     README)."""
-    from boxmed_eval.metrics.entailment import _few_shot_data
+    from boxmed_eval.metrics.entailment import few_shot_agreement
 
-    agree = total = 0
-    for example in _few_shot_data()["examples"]:
-        a, b = example["input"]["phrases_A"], example["input"]["phrases_B"]
-        for premises, answers in ((b, example["output"]["phrases_A_evidenced"]),
-                                  (a, example["output"]["phrases_B_evidenced"])):
-            for answer in answers:
-                total += 1
-                agree += rules_verdict(premises, answer["phrase"]).entailed == (answer["status"] == "entailment")
+    agree, total = few_shot_agreement()
     assert total == 67 and agree >= 61
 
 

@@ -407,3 +407,17 @@ def parse_entailment_reply(reply: str, premises: Sequence[str], hypothesis: str)
     valid = all(normalise_for_comparison(e) in normalised for e in evidence)
     indices = sorted({i for i in (best_match(e, premises) for e in evidence) if i >= 0})
     return Verdict(_binary(status), indices, failed=False, valid_evidence=valid, rewritten=phrase != hypothesis)
+
+
+def few_shot_agreement() -> tuple[int, int]:
+    """(agreeing, total) verdicts of the rules judge on RadFact's own labelled few-shot
+    judgements (each phrase of one side judged against the other side's phrases)."""
+    agree = total = 0
+    for example in _few_shot_data()["examples"]:
+        a, b = example["input"]["phrases_A"], example["input"]["phrases_B"]
+        for premises, answers in ((b, example["output"]["phrases_A_evidenced"]),
+                                  (a, example["output"]["phrases_B_evidenced"])):
+            for answer in answers:
+                total += 1
+                agree += rules_verdict(premises, answer["phrase"]).entailed == (answer["status"] == "entailment")
+    return agree, total
