@@ -15,21 +15,10 @@ from PIL import Image
 from boxmed_eval.boxes import from_pixel_box
 from boxmed_eval.cli import main
 from boxmed_eval.datasets import get_dataset
-from boxmed_eval.datasets.ms_cxr import MS_CXR_CSV_NAME
 from boxmed_eval.phrase_grounding import GroundingAnswer, build_queries, score_queries
 from boxmed_eval.records import Box
-from tests.test_dataset_ms_cxr import DICOM_A, DICOM_B, PATH_A, PATH_B, PATH_C, ROWS, write_csv
-
-
-@pytest.fixture()
-def mimic_root(tmp_path: Path) -> Path:
-    root = tmp_path / "mimic-cxr-jpg"
-    for rel, size in ((PATH_A, (400, 500)), (PATH_B, (320, 360)), (PATH_C, (300, 300))):
-        target = root / rel
-        target.parent.mkdir(parents=True)
-        Image.new("L", size, 90).save(target, format="JPEG")
-    write_csv(root / MS_CXR_CSV_NAME, ROWS)
-    return root
+from tests.test_dataset_ms_cxr import DICOM_A, DICOM_B
+from tests.test_dataset_ms_cxr import mimic_root  # noqa: F401  (the MS-CXR fixture folder, shared)
 
 
 def B(x1: float, y1: float, x2: float, y2: float, **kw: object) -> Box:
