@@ -54,6 +54,12 @@ class MCLConfig:
     # already grounds; a randomly initialised model never samples a parsable box, so every GRPO
     # group scores 0 and SVR gets no learning signal (see boxmed_model/DEMO_RESULTS.md).
     grounding_warmup: bool = False
+    # Demo choice, NOT the paper (which fine-tunes the whole pretrained Qwen2-VL): keep the vision
+    # tower and projector (``model.visual``) at their starting weights. From random weights at
+    # the demo's lr 2e-3 the visual tokens' norm grows 4 -> 164 and their image-to-image spread
+    # collapses, so the language model learns to ignore them; a fixed random vision tower keeps
+    # the images apart and the model learns to read them (boxmed_model/DEMO_RESULTS.md).
+    freeze_vision: bool = False
 
 
 @dataclass
@@ -69,6 +75,7 @@ class SVRConfig:
     gradient_accumulation_steps: int = 2
     lr_scheduler: str = "constant"
     max_steps: int = -1
+    freeze_vision: bool = False  # as MCLConfig.freeze_vision (a demo choice)
 
 
 @dataclass
@@ -86,6 +93,15 @@ class AdapterConfig:
     # qkv/proj/fc names, and the regex in train.py restricts matches to language_model)
     lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     max_steps: int = -1
+
+
+@dataclass
+class VisionPretrainConfig:
+    # Demo choice, NOT the paper: > 0 trains a random preset's vision tower on the training
+    # reports' CheXpert labels before any stage (boxmed_model/vision_pretrain.py); 0 = off.
+    steps: int = 0
+    batch_size: int = 32
+    learning_rate: float = 1e-3
 
 
 ABLATIONS: dict[str, tuple[bool, bool]] = {
@@ -121,6 +137,7 @@ class PipelineConfig:
     mcl: MCLConfig = field(default_factory=MCLConfig)
     svr: SVRConfig = field(default_factory=SVRConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    vision_pretrain: VisionPretrainConfig = field(default_factory=VisionPretrainConfig)
 
     def __post_init__(self) -> None:
         if self.ablation not in ABLATIONS:
@@ -157,7 +174,8 @@ class PipelineConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: object = "config") -> "PipelineConfig":
-        sections = {"mcl": MCLConfig, "svr": SVRConfig, "adapter": AdapterConfig}
+        sections = {"mcl": MCLConfig, "svr": SVRConfig, "adapter": AdapterConfig,
+                    "vision_pretrain": VisionPretrainConfig}
         top_names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - top_names)
         if unknown:

@@ -6,7 +6,8 @@ Stages (one progress line each, with the elapsed time; everything resumes on rer
     1  the demo dataset (generated on first use)
     2  BoxMed-RL Table-4 rows from the `small` preset (full, w/o SVR sharing full's MCL, w/o MCL,
        w/o MCL & SVR) with boxmed_model/configs/demo_cpu.toml     -> OUT/train/<row>/
-    3  R2Gen with `--preset demo`                                  -> OUT/train/r2gen/
+    3  R2Gen with `--preset demo`, trained in a child process on the other core while stage 2
+       runs (log OUT/train/r2gen.log)                              -> OUT/train/r2gen/
     4  runs on demo/test: retrieval, r2gen, every BoxMed-RL row (grounded mode: reports, reasoning
        and one box per sentence), metrics nlg, chexpert, grounding -> OUT/runs/<name>/
     5  SVR's effect on grounding alone: R_IoU of the MCL and of the SVR weights on the test
@@ -24,11 +25,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import click
+
+from boxmed_eval.errors import BoxmedError
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +159,18 @@ def paper_demo(out: Path, *, base: str = "small", config_file: str | None = None
     cfg0 = build_config(config_file or str(CONFIG), None, None, max_steps, None)
 
     plan = plan_table4(list(rows))
+    r2gen_dir = out / "train" / "r2gen"
+    r2gen_job = None
+    if with_r2gen:
+        from plugins.r2gen.train import PRESETS, TrainingOptions
+
+        options = {**PRESETS["demo"], **({"epochs": r2gen_epochs} if r2gen_epochs else {})}
+        if not (r2gen_dir / "model_best.pth").is_file() or not _r2gen_finished(r2gen_dir, options["epochs"]):
+            # On the second core while BoxMed-RL trains on the first: both are one-thread jobs.
+            r2gen_job = R2GenJob.start(TrainingOptions(dataset="demo", out=str(r2gen_dir), train_limit=train_limit,
+                                                       val_limit=eval_limit, **options), threads,
+                                       out / "train" / "r2gen.log")
+            click.echo(f"  R2Gen (--preset demo) training alongside, log {r2gen_job.log}", err=True)
     progress.stage(f"training BoxMed-RL rows {', '.join(r for r, _, _ in plan)} (base {base})")
     for row, overrides, shared_from in plan:
         row_started = time.perf_counter()
@@ -165,15 +180,10 @@ def paper_demo(out: Path, *, base: str = "small", config_file: str | None = None
         click.echo(f"  {row}: trained in {time.perf_counter() - row_started:.0f} s "
                    f"(elapsed {progress.elapsed():.0f} s)", err=True)
 
-    progress.stage("training R2Gen (--preset demo)" if with_r2gen else "R2Gen skipped")
-    r2gen_dir = out / "train" / "r2gen"
-    if with_r2gen:
-        from plugins.r2gen.train import PRESETS, TrainingOptions, train_r2gen
-
-        options = {**PRESETS["demo"], **({"epochs": r2gen_epochs} if r2gen_epochs else {})}
-        if not (r2gen_dir / "model_best.pth").is_file() or not _r2gen_finished(r2gen_dir, options["epochs"]):
-            train_r2gen(TrainingOptions(dataset="demo", out=str(r2gen_dir), train_limit=train_limit,
-                                        val_limit=eval_limit, **options))
+    progress.stage("R2Gen (--preset demo): waiting for its training" if r2gen_job else
+                   "R2Gen trained before" if with_r2gen else "R2Gen skipped")
+    if r2gen_job is not None:
+        r2gen_job.wait()
 
     progress.stage(f"generating and scoring on demo/test ({len(test_studies)} studies)")
     runs: dict[str, Path] = {}
@@ -236,6 +246,47 @@ def paper_demo(out: Path, *, base: str = "small", config_file: str | None = None
     click.echo(render_targets(targets))
     click.echo(f"[paper-demo] done in {progress.elapsed():.0f} s; tables, figures and targets in {out}", err=True)
     return targets
+
+
+@dataclass
+class R2GenJob:
+    """R2Gen's demo training in a child process (spawned: a clean torch), output to ``log``."""
+
+    process: Any
+    log: Path
+
+    @classmethod
+    def start(cls, options: Any, threads: int, log: Path) -> "R2GenJob":
+        import multiprocessing
+
+        log.parent.mkdir(parents=True, exist_ok=True)
+        process = multiprocessing.get_context("spawn").Process(target=_train_r2gen_child, args=(options, threads, str(log)),
+                                                               name="r2gen-demo")
+        process.start()
+        return cls(process, log)
+
+    def wait(self) -> None:
+        self.process.join()
+        if self.process.exitcode != 0:
+            tail = self.log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:] if self.log.is_file() else []
+            raise BoxmedError(f"R2Gen training failed (exit code {self.process.exitcode}); its log {self.log} ends:\n"
+                              + "\n".join(tail) + "\nFix the cause and rerun: finished stages resume.")
+
+
+def _train_r2gen_child(options: Any, threads: int, log: str) -> None:
+    import os
+    import sys
+
+    import torch
+
+    from plugins.r2gen.train import train_r2gen
+
+    handle = open(log, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - the child's stdout/stderr until it exits
+    os.dup2(handle.fileno(), 1)
+    os.dup2(handle.fileno(), 2)
+    sys.stdout = sys.stderr = handle
+    torch.set_num_threads(threads)
+    train_r2gen(options)
 
 
 def _r2gen_finished(r2gen_dir: Path, epochs: int) -> bool:

@@ -453,8 +453,11 @@ def build_config(config_file: str | None, ablation: str | None = None, strategy:
     return cfg
 
 
-def prepare_base(base: str, out: Path, texts: list[str]) -> str:
-    """A preset name becomes a model built (once) in ``out/<preset>_base``; others pass through."""
+def prepare_base(base: str, out: Path, texts: list[str], cfg: Any = None,
+                 vision_studies: list[Any] | None = None) -> str:
+    """A preset name becomes a model built (once) in ``out/<preset>_base``, and with
+    ``[vision_pretrain] steps > 0`` that model with its vision tower pretrained on
+    ``vision_studies``' labels (``out/<preset>_base_vision<steps>``); others pass through."""
     from boxmed_model.tiny import PRESETS, build_tiny_base
 
     if base not in PRESETS:
@@ -463,7 +466,17 @@ def prepare_base(base: str, out: Path, texts: list[str]) -> str:
     if not (path / "config.json").is_file():
         build_tiny_base(path, texts, preset=base)
         click.echo(f"built the {base} base preset in {path}")
-    return str(path)
+    vision = getattr(cfg, "vision_pretrain", None)
+    if vision is None or vision.steps <= 0:
+        return str(path)
+    from boxmed_model.vision_pretrain import pretrain_vision
+
+    target = out / f"{base}_base_vision{vision.steps}"
+    if not (target / "config.json").is_file():
+        click.echo(f"pretraining the {base} preset's vision tower ({vision.steps} steps) into {target}")
+    return str(pretrain_vision(path, list(vision_studies or []), target, steps=vision.steps,
+                               batch_size=vision.batch_size, learning_rate=vision.learning_rate,
+                               scale=cfg.image_scale, seed=cfg.seed))
 
 
 def train_from_wiring(stage: str, base: str, cfg: Any, wiring: DataWiring, out: Path, *, split: str = "train",
@@ -496,7 +509,7 @@ def train_from_wiring(stage: str, base: str, cfg: Any, wiring: DataWiring, out: 
             "dataset": wiring.key(wiring.dataset) if needs_reports and wiring.dataset else None,
             "split": split, "limit": limit}
     texts = [s.findings for s in (reports or pretrain or [])]
-    base_path = prepare_base(base, base_dir or out, texts)
+    base_path = prepare_base(base, base_dir or out, texts, cfg, reports or pretrain)
     return run_pipeline(stage, base_path, cfg, out, report_studies=reports, pretrain_studies=pretrain,
                         base_label=base, data=data, shared=shared, root=base_dir)
 

@@ -194,6 +194,8 @@ def build_mcl_trainer(start: str, studies: list[Study], cfg: PipelineConfig, out
         rows += stage_data.grounding_warmup_rows(grounding_studies, cfg.image_scale)
     dataset = stage_data.to_dataset(rows, cfg.image_scale)
     model = load_model(start, cfg)
+    if cfg.mcl.freeze_vision:
+        freeze_vision(model)
     trainer = SFTTrainer(model=model, args=_sft_args(cfg, cfg.mcl, out), train_dataset=dataset,
                          processing_class=processor)
     return trainer, processor
@@ -231,6 +233,8 @@ def build_svr_trainer(start: str, studies: list[Study], cfg: PipelineConfig, out
     )
     # The policy is given by path: with beta > 0 TRL rebuilds the frozen reference from it.
     model = load_model(start, cfg)
+    if svr.freeze_vision:
+        freeze_vision(model)
     model.name_or_path = start
     model.config._name_or_path = start
     trainer = GRPOTrainer(model=model, reward_funcs=[iou_reward, format_reward], args=args, train_dataset=dataset,
@@ -280,6 +284,13 @@ def prepare_adapter_model(model: Any, cfg: PipelineConfig) -> Any:
             if not name.startswith("merger."):
                 parameter.requires_grad = True
     return model
+
+
+def freeze_vision(model: Any) -> None:
+    """Keep the vision tower and projector (``model.visual``) at their starting weights
+    (``[mcl]`` / ``[svr]`` ``freeze_vision``)."""
+    for parameter in _visual(model).parameters():
+        parameter.requires_grad = False
 
 
 def _visual(model: Any) -> Any:

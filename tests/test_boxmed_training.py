@@ -246,3 +246,46 @@ def test_small_preset_sizes(tmp_path: Path) -> None:
     assert config.text_config.hidden_size == PRESETS["small"]["hidden"] == 256
     assert config.text_config.num_hidden_layers == 4
     assert json.loads((path / "boxmed_preset.json").read_text())["preset"] == "small"
+
+
+def test_vision_pretraining_trains_only_the_vision_tower(tmp_path: Path, base: str, studies: list[Study]) -> None:
+    from boxmed_eval.errors import DataError
+    from boxmed_model.vision_pretrain import DONE, pretrain_vision, training_labels
+
+    labels = training_labels(studies)
+    assert labels.shape == (3, 14) and labels.sum() >= 3  # cardiomegaly, effusion, opacity read from the reports
+    out = pretrain_vision(base, studies, tmp_path / "vision", steps=3, batch_size=2)
+    before, after = _state(base), _state(out)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all("visual" in k for k in changed)
+    assert any("merger" in k for k in changed) and any("blocks" in k for k in changed)
+    summary = json.loads((out / DONE).read_text())
+    assert summary["steps"] == 3 and summary["studies"] == 3
+    stamp = (out / DONE).stat().st_mtime_ns
+    assert pretrain_vision(base, studies, tmp_path / "vision", steps=3) == out and (out / DONE).stat().st_mtime_ns == stamp
+    mixed = studies[:2] + make_studies(tmp_path / "other", 1, size=(300, 500))
+    with pytest.raises(DataError, match="one size"):
+        pretrain_vision(base, mixed, tmp_path / "mixed", steps=1)
+
+
+def test_freeze_vision_keeps_the_vision_tower_through_mcl_and_svr(tmp_path: Path, base: str,
+                                                                  studies: list[Study]) -> None:
+    cfg = quick_config(ablation="wo_svr")
+    cfg.mcl.freeze_vision = True
+    cfg.mcl.learning_rate = 1e-2  # large steps: anything trainable moves
+    run_pipeline("mcl", base, cfg, tmp_path / "frozen", report_studies=studies, grounding_studies=studies)
+    before, after = _state(base), _state(tmp_path / "frozen" / "mcl" / "final")
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and not any("visual" in k for k in moved)
+    cfg.mcl.freeze_vision = False
+    run_pipeline("mcl", base, cfg, tmp_path / "trained", report_studies=studies, grounding_studies=studies)
+    trained = _state(tmp_path / "trained" / "mcl" / "final")
+    assert any("visual" in k and not torch.equal(before[k], trained[k]) for k in before)
+
+    from boxmed_model.train import build_svr_trainer
+
+    cfg.svr.freeze_vision = True
+    trainer, _ = build_svr_trainer(base, studies, cfg, tmp_path / "svr")
+    visual = [p.requires_grad for n, p in trainer.model.named_parameters() if "visual" in n]
+    assert visual and not any(visual)
+    assert any(p.requires_grad for n, p in trainer.model.named_parameters() if "visual" not in n)
