@@ -4,10 +4,11 @@
 Stages (one progress line each, with the elapsed time; everything resumes on rerun)::
 
     1  the demo dataset (generated on first use)
-    2  BoxMed-RL Table-4 rows from the `small` preset (full, w/o SVR sharing full's MCL, w/o MCL,
-       w/o MCL & SVR) with boxmed_model/configs/demo_cpu.toml     -> OUT/train/<row>/
-    3  R2Gen with `--preset demo`, trained in a child process on the other core while stage 2
-       runs (log OUT/train/r2gen.log)                              -> OUT/train/r2gen/
+    2  BoxMed-RL Table-4 rows from the `small` preset with boxmed_model/configs/demo_cpu.toml
+       (its vision tower pretrained once, shared by every row): full and w/o SVR (sharing full's
+       MCL) here, while a child process on the second core trains R2Gen (`--preset demo`) and the
+       rows without MCL (log OUT/train/side_lane.log)              -> OUT/train/<row>/, OUT/train/r2gen/
+    3  waiting for the second core
     4  runs on demo/test: retrieval, r2gen, every BoxMed-RL row (grounded mode: reports, reasoning
        and one box per sentence), metrics nlg, chexpert, grounding -> OUT/runs/<name>/
     5  SVR's effect on grounding alone: R_IoU of the MCL and of the SVR weights on the test
@@ -145,7 +146,7 @@ def paper_demo(out: Path, *, base: str = "small", config_file: str | None = None
     from boxmed_eval.evaluation import RunConfig, run
     from boxmed_eval.rundata import load_run
     from boxmed_eval.tables import AblationSpec, ablation_table, leaderboard_table, per_class_table
-    from boxmed_model.plugin import build_config, parse_wiring, train_from_wiring
+    from boxmed_model.plugin import build_config, parse_wiring, prepare_base
     from boxmed_model.reproduce import _spec, plan_table4
 
     torch.set_num_threads(threads)
@@ -159,31 +160,37 @@ def paper_demo(out: Path, *, base: str = "small", config_file: str | None = None
     cfg0 = build_config(config_file or str(CONFIG), None, None, max_steps, None)
 
     plan = plan_table4(list(rows))
-    r2gen_dir = out / "train" / "r2gen"
-    r2gen_job = None
+    train_dir = out / "train"
+    r2gen_dir = train_dir / "r2gen"
+    side: list[tuple[str, Any]] = []  # the second core's jobs, in a child process
     if with_r2gen:
         from plugins.r2gen.train import PRESETS, TrainingOptions
 
         options = {**PRESETS["demo"], **({"epochs": r2gen_epochs} if r2gen_epochs else {})}
         if not (r2gen_dir / "model_best.pth").is_file() or not _r2gen_finished(r2gen_dir, options["epochs"]):
-            # On the second core while BoxMed-RL trains on the first: both are one-thread jobs.
-            r2gen_job = R2GenJob.start(TrainingOptions(dataset="demo", out=str(r2gen_dir), train_limit=train_limit,
-                                                       val_limit=eval_limit, **options), threads,
-                                       out / "train" / "r2gen.log")
-            click.echo(f"  R2Gen (--preset demo) training alongside, log {r2gen_job.log}", err=True)
-    progress.stage(f"training BoxMed-RL rows {', '.join(r for r, _, _ in plan)} (base {base})")
-    for row, overrides, shared_from in plan:
-        row_started = time.perf_counter()
-        shared = {stage: str(out / "train" / source / stage / "final") for stage, source in shared_from.items()}
-        train_from_wiring("all", base, replace(cfg0, **overrides), wiring, out / "train" / row, limit=train_limit,
-                          shared=shared, base_dir=out / "train")
-        click.echo(f"  {row}: trained in {time.perf_counter() - row_started:.0f} s "
-                   f"(elapsed {progress.elapsed():.0f} s)", err=True)
+            side.append(("r2gen", TrainingOptions(dataset="demo", out=str(r2gen_dir), train_limit=train_limit,
+                                                  val_limit=eval_limit, **options)))
+    # The rows without MCL share nothing with full and w/o SVR: they train on the second core.
+    main_rows = [job for job in plan if replace(cfg0, **job[1]).use_mcl]
+    side += [("row", job) for job in plan if job not in main_rows]
+    progress.stage(f"training BoxMed-RL rows {', '.join(r for r, _, _ in plan)} (base {base})"
+                   + (", R2Gen alongside" if with_r2gen else ""))
+    # Built (and its vision tower pretrained) once, before two processes would both build it.
+    prepare_base(base, train_dir, [s.findings for s in train_studies[:train_limit]], cfg0,
+                 train_studies[:train_limit])
+    lane = SideLane.start(side, RowTraining(base, cfg0, wiring, train_dir, train_limit), threads,
+                          train_dir / "side_lane.log") if side else None
+    if lane is not None:
+        click.echo(f"  on the second core: {', '.join(lane.names)} (log {lane.log})", err=True)
+    for job in main_rows:
+        RowTraining(base, cfg0, wiring, train_dir, train_limit).train(job)
+        click.echo(f"  {job[0]}: trained (elapsed {progress.elapsed():.0f} s)", err=True)
 
-    progress.stage("R2Gen (--preset demo): waiting for its training" if r2gen_job else
+    progress.stage("waiting for the second core (" + ", ".join(lane.names) + ")" if lane else
                    "R2Gen trained before" if with_r2gen else "R2Gen skipped")
-    if r2gen_job is not None:
-        r2gen_job.wait()
+    if lane is not None:
+        lane.wait()
+        click.echo(f"  second core done (elapsed {progress.elapsed():.0f} s)", err=True)
 
     progress.stage(f"generating and scoring on demo/test ({len(test_studies)} studies)")
     runs: dict[str, Path] = {}
@@ -249,44 +256,73 @@ def paper_demo(out: Path, *, base: str = "small", config_file: str | None = None
 
 
 @dataclass
-class R2GenJob:
-    """R2Gen's demo training in a child process (spawned: a clean torch), output to ``log``."""
+class RowTraining:
+    """Trains one Table-4 row (``plan_table4``'s (row, overrides, shared stages)) into ``train_dir/<row>``."""
+
+    base: str
+    cfg: Any
+    wiring: Any
+    train_dir: Path
+    train_limit: int | None = None
+
+    def train(self, job: tuple[str, dict[str, Any], dict[str, str]]) -> None:
+        from boxmed_model.plugin import train_from_wiring
+
+        row, overrides, shared_from = job
+        shared = {stage: str(self.train_dir / source / stage / "final") for stage, source in shared_from.items()}
+        train_from_wiring("all", self.base, replace(self.cfg, **overrides), self.wiring, self.train_dir / row,
+                          limit=self.train_limit, shared=shared, base_dir=self.train_dir)
+
+
+@dataclass
+class SideLane:
+    """Training jobs (("r2gen", TrainingOptions) or ("row", plan entry)) run one after another in a
+    spawned child process (a clean torch) on the second core, its output in ``log``."""
 
     process: Any
     log: Path
+    names: list[str]
 
     @classmethod
-    def start(cls, options: Any, threads: int, log: Path) -> "R2GenJob":
+    def start(cls, jobs: list[tuple[str, Any]], rows: RowTraining, threads: int, log: Path) -> "SideLane":
         import multiprocessing
 
         log.parent.mkdir(parents=True, exist_ok=True)
-        process = multiprocessing.get_context("spawn").Process(target=_train_r2gen_child, args=(options, threads, str(log)),
-                                                               name="r2gen-demo")
+        process = multiprocessing.get_context("spawn").Process(target=_side_lane, args=(jobs, rows, threads, str(log)),
+                                                               name="paper-demo-side")
         process.start()
-        return cls(process, log)
+        return cls(process, log, ["R2Gen" if kind == "r2gen" else job[0] for kind, job in jobs])
 
     def wait(self) -> None:
         self.process.join()
         if self.process.exitcode != 0:
             tail = self.log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:] if self.log.is_file() else []
-            raise BoxmedError(f"R2Gen training failed (exit code {self.process.exitcode}); its log {self.log} ends:\n"
-                              + "\n".join(tail) + "\nFix the cause and rerun: finished stages resume.")
+            raise BoxmedError(f"training on the second core failed (exit code {self.process.exitcode}); its log "
+                              f"{self.log} ends:\n" + "\n".join(tail)
+                              + "\nFix the cause and rerun: finished stages resume.")
 
 
-def _train_r2gen_child(options: Any, threads: int, log: str) -> None:
+def _side_lane(jobs: list[tuple[str, Any]], rows: RowTraining, threads: int, log: str) -> None:
     import os
     import sys
 
     import torch
-
-    from plugins.r2gen.train import train_r2gen
 
     handle = open(log, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - the child's stdout/stderr until it exits
     os.dup2(handle.fileno(), 1)
     os.dup2(handle.fileno(), 2)
     sys.stdout = sys.stderr = handle
     torch.set_num_threads(threads)
-    train_r2gen(options)
+    for kind, job in jobs:
+        started = time.perf_counter()
+        if kind == "r2gen":
+            from plugins.r2gen.train import train_r2gen
+
+            train_r2gen(job)
+        else:
+            rows.train(job)
+        print(f"[side lane] {'R2Gen' if kind == 'r2gen' else job[0]} trained in {time.perf_counter() - started:.0f} s",
+              flush=True)
 
 
 def _r2gen_finished(r2gen_dir: Path, epochs: int) -> bool:

@@ -447,7 +447,9 @@ def build_config(config_file: str | None, ablation: str | None = None, strategy:
         cfg = replace(cfg, strategy=strategy)
     if max_steps is not None:
         cfg = replace(cfg, mcl=replace(cfg.mcl, max_steps=max_steps), svr=replace(cfg.svr, max_steps=max_steps),
-                      adapter=replace(cfg.adapter, max_steps=max_steps))
+                      adapter=replace(cfg.adapter, max_steps=max_steps),
+                      vision_pretrain=replace(cfg.vision_pretrain,
+                                              steps=min(cfg.vision_pretrain.steps, max_steps)))
     if num_generations is not None:
         cfg = replace(cfg, svr=replace(cfg.svr, num_generations=num_generations))
     return cfg
