@@ -90,7 +90,7 @@ def pretrain_vision(base: str | os.PathLike[str], studies: list[Study], out_dir:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)
