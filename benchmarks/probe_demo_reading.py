@@ -62,16 +62,12 @@ def build(st, imgs):
 t0 = time.time(); R = build(tr, trimg); V = build(va, vaimg)
 print("built", len(R), "prompt len", len(R[0][0]), "tgt len", np.mean([len(r[3]) for r in R]), f"{time.time()-t0:.0f}s", flush=True)
 labels = torch.tensor([[1.0 if s.labels and s.labels.get(c) == 1 else 0.0 for c in CHEXPERT_CLASSES] for s in tr])
-if args.pretrain:
-    head = torch.nn.Linear(25 * 256, 14); opt = torch.optim.AdamW([*visual.parameters(), *head.parameters()], lr=1e-3)
-    rng = np.random.default_rng(1)
-    for step in range(args.pretrain):
-        idx = rng.choice(len(R), 32, replace=False)
-        px = torch.cat([R[i][1] for i in idx]); g = torch.cat([R[i][2] for i in idx])
-        m = visual(px, grid_thw=g).pooler_output.reshape(32, -1)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(head(m), labels[idx])
-        opt.zero_grad(); loss.backward(); opt.step()
-    print("pretrain loss", loss.item(), f"{time.time()-t0:.0f}s", flush=True)
+if args.pretrain:  # the pipeline's own loop (boxmed_model/vision_pretrain.py), on the dataset's labels
+    from boxmed_model.vision_pretrain import train_vision_tower
+
+    losses = train_vision_tower(visual, torch.stack([r[1] for r in R]), torch.cat([r[2] for r in R]), labels,
+                                steps=args.pretrain, batch_size=32, learning_rate=1e-3, seed=1)
+    print("pretrain loss", losses[-1], f"{time.time()-t0:.0f}s", flush=True)
 vp = list(visual.parameters()); vids = {id(x) for x in vp}
 lp = [x for x in model.parameters() if id(x) not in vids]
 groups = [{"params": lp, "lr": args.lr}]

@@ -174,16 +174,16 @@ def paper_demo(out: Path, *, base: str = "small", config_file: str | None = None
     main_rows = [job for job in plan if replace(cfg0, **job[1]).use_mcl]
     side += [("row", job) for job in plan if job not in main_rows]
     progress.stage(f"training BoxMed-RL rows {', '.join(r for r, _, _ in plan)} (base {base})"
-                   + (", R2Gen alongside" if with_r2gen else ""))
+                   + (", R2Gen alongside" if any(kind == "r2gen" for kind, _ in side) else ""))
     # Built (and its vision tower pretrained) once, before two processes would both build it.
     prepare_base(base, train_dir, [s.findings for s in train_studies[:train_limit]], cfg0,
                  train_studies[:train_limit])
-    lane = SideLane.start(side, RowTraining(base, cfg0, wiring, train_dir, train_limit), threads,
-                          train_dir / "side_lane.log") if side else None
+    rows_trainer = RowTraining(base, cfg0, wiring, train_dir, train_limit)
+    lane = SideLane.start(side, rows_trainer, threads, train_dir / "side_lane.log") if side else None
     if lane is not None:
         click.echo(f"  on the second core: {', '.join(lane.names)} (log {lane.log})", err=True)
     for job in main_rows:
-        RowTraining(base, cfg0, wiring, train_dir, train_limit).train(job)
+        rows_trainer.train(job)
         click.echo(f"  {job[0]}: trained (elapsed {progress.elapsed():.0f} s)", err=True)
 
     progress.stage("waiting for the second core (" + ", ".join(lane.names) + ")" if lane else

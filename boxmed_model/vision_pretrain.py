@@ -46,9 +46,7 @@ def pretrain_vision(base: str | os.PathLike[str], studies: list[Study], out_dir:
                     seed: int = 0) -> Path:
     """Write ``base`` with its vision tower trained on the studies' labels to ``out_dir`` (once:
     a finished directory is reused) and return it."""
-    import numpy as np
     import torch
-    from tqdm.auto import tqdm
     from transformers import AutoModelForImageTextToText
 
     from boxmed_model.data import load_image
@@ -70,27 +68,12 @@ def pretrain_vision(base: str | os.PathLike[str], studies: list[Study], out_dir:
         raise DataError("vision pretraining needs images of one size (its head reads a fixed number of visual "
                           f"tokens); these {len(studies)} studies have {len(set(map(tuple, grids.tolist())))} sizes",
                           fix="set [vision_pretrain] steps = 0 (it is meant for the demo's random presets)")
-    patches = int(grids[0].prod())
-    merge = visual.spatial_merge_size ** 2
-    tokens = patches // merge
-    pixels = encoded["pixel_values"].reshape(len(studies), patches, -1)
-    dim = model.config.text_config.hidden_size
+    pixels = encoded["pixel_values"].reshape(len(studies), int(grids[0].prod()), -1)
     targets = torch.from_numpy(training_labels(studies))
-    head = torch.nn.Linear(tokens * dim, len(CHEXPERT_CLASSES))
-    optimizer = torch.optim.AdamW([*visual.parameters(), *head.parameters()], lr=learning_rate)
-    rng = np.random.default_rng(seed)
-    visual.train()
+    losses = train_vision_tower(visual, pixels, grids, targets, steps=steps, batch_size=batch_size,
+                                learning_rate=learning_rate, seed=seed)
     size = min(batch_size, len(studies))
-    losses = []
-    for _ in tqdm(range(steps), desc="vision pretraining", unit="step"):
-        index = torch.from_numpy(rng.choice(len(studies), size=size, replace=False))
-        merged = visual(pixels[index].reshape(size * patches, -1), grid_thw=grids[index]).pooler_output
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(head(merged.reshape(size, tokens * dim)),
-                                                                    targets[index])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    tokens = pixels.shape[1] // visual.spatial_merge_size ** 2
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)
@@ -104,3 +87,34 @@ def pretrain_vision(base: str | os.PathLike[str], studies: list[Study], out_dir:
     (out / DONE).write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     log.info("vision pretraining: BCE %.4f -> %.4f in %d steps", summary["first_loss"], summary["last_loss"], steps)
     return out
+
+
+def train_vision_tower(visual: Any, pixels: Any, grids: Any, targets: Any, *, steps: int, batch_size: int = 32,
+                       learning_rate: float = 1e-3, seed: int = 0) -> list[float]:
+    """Train a Qwen2-VL vision tower in place (with its projector) to predict ``targets`` (n, 14)
+    from ``pixels`` (n, patches, patch dim; one grid for all, ``grids`` (n, 3)) through a fresh
+    linear head on the flattened merged tokens; BCE, AdamW, ``batch_size`` images a step drawn
+    without replacement. Returns the per-step losses (the head is thrown away)."""
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    count, patches = pixels.shape[0], pixels.shape[1]
+    tokens = patches // visual.spatial_merge_size ** 2
+    dim = visual.merger.mlp[-1].out_features
+    head = torch.nn.Linear(tokens * dim, targets.shape[1])
+    optimizer = torch.optim.AdamW([*visual.parameters(), *head.parameters()], lr=learning_rate)
+    rng = np.random.default_rng(seed)
+    visual.train()
+    size = min(batch_size, count)
+    losses = []
+    for _ in tqdm(range(steps), desc="vision pretraining", unit="step"):
+        index = torch.from_numpy(rng.choice(count, size=size, replace=False))
+        merged = visual(pixels[index].reshape(size * patches, -1), grid_thw=grids[index]).pooler_output
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(head(merged.reshape(size, tokens * dim)),
+                                                                    targets[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
